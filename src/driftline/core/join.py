@@ -1,0 +1,231 @@
+"""Join outcomes to predictions by request id, in event time, with a TTL.
+
+Either side may come first. A prediction waits up to ``ttl`` seconds of
+event time for its outcome; an early outcome waits as long for its
+prediction. Time advances with a *watermark*: the newest event time seen,
+less an allowed ``lateness`` for records that arrive slightly out of order.
+A prediction still waiting when the watermark passes its deadline becomes an
+:class:`~driftline.core.events.Expired` event (label coverage), never a
+silent drop. :meth:`JoinBuffer.advance` lets a timer move the watermark
+when a partition goes quiet, so pending joins expire on idle partitions too.
+
+After a request is joined or expired, its id is remembered for one more TTL
+so that a retried prediction or outcome is counted as a duplicate (or a late
+outcome) rather than as a new request.
+
+The buffer keeps its entries in any ``MutableMapping``: a dict here, a
+changelog-backed table in the streaming worker. The expiry index is derived
+state and :meth:`JoinBuffer.rebuild_index` recreates it from the mapping.
+
+>>> from driftline.core.events import Prediction, Outcome
+>>> join = JoinBuffer(ttl=60.0)
+>>> [type(e).__name__ for e in join.add_outcome(Outcome("r1", True, 10.0))]
+[]
+>>> [type(e).__name__ for e in join.add_prediction(Prediction("r1", "m", True, 5.0))]
+['PredictionSeen', 'Joined']
+>>> [type(e).__name__ for e in join.add_prediction(Prediction("r2", "m", False, 20.0))]
+['PredictionSeen']
+>>> [type(e).__name__ for e in join.advance(100.0)]
+['Expired']
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import MutableMapping
+from dataclasses import dataclass
+
+from driftline.core.events import (
+    Duplicate,
+    Expired,
+    Joined,
+    LateOutcome,
+    ModelEvent,
+    Outcome,
+    OrphanOutcome,
+    Prediction,
+    PredictionSeen,
+)
+
+WAITING_PREDICTION = 0  # a prediction waits for its outcome
+WAITING_OUTCOME = 1  # an early outcome waits for its prediction
+DONE_JOINED = 2  # tombstone: joined, remembered to spot duplicates
+DONE_EXPIRED = 3  # tombstone: expired, remembered to spot late outcomes
+
+
+@dataclass(slots=True)
+class Entry:
+    """What the buffer remembers about one request id.
+
+    ``deadline`` is when the entry moves on: a waiting entry expires then,
+    a tombstone is forgotten then.
+    """
+
+    state: int
+    deadline: float
+    prediction: Prediction | None = None
+    outcome: Outcome | None = None
+    model_id: str | None = None
+    model_version: str | None = None
+    extra_outcomes: int = 0
+
+
+class JoinBuffer:
+    """Event-time join of predictions and outcomes with TTL expiry."""
+
+    def __init__(
+        self,
+        ttl: float,
+        *,
+        lateness: float = 0.0,
+        store: MutableMapping[str, Entry] | None = None,
+    ) -> None:
+        if ttl <= 0:
+            raise ValueError("ttl must be positive")
+        self.ttl = ttl
+        self.lateness = lateness
+        self.store: MutableMapping[str, Entry] = {} if store is None else store
+        self.watermark = float("-inf")
+        self._max_time = float("-inf")
+        self._heap: list[tuple[float, str]] = []
+        if store is not None:
+            self.rebuild_index()
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def pending(self) -> int:
+        """How many predictions and early outcomes are waiting."""
+        return sum(1 for e in self.store.values() if e.state <= WAITING_OUTCOME)
+
+    def rebuild_index(self) -> None:
+        """Recreate the expiry index from the store (after a restore)."""
+        self._heap = [(e.deadline, rid) for rid, e in self.store.items()]
+        heapq.heapify(self._heap)
+
+    def _put(self, rid: str, entry: Entry) -> None:
+        self.store[rid] = entry
+        heapq.heappush(self._heap, (entry.deadline, rid))
+
+    def add_prediction(self, p: Prediction) -> list[ModelEvent]:
+        """Take a prediction; return the model events it causes."""
+        rid = p.request_id
+        entry = self.store.get(rid)
+        out: list[ModelEvent]
+        if entry is None:
+            self._put(rid, Entry(WAITING_PREDICTION, p.event_time + self.ttl, prediction=p))
+            out = [PredictionSeen(p)]
+        elif entry.state == WAITING_OUTCOME and p.event_time - entry.deadline > 0:
+            # The outcome had given up waiting before this prediction's time:
+            # an orphan, whatever order the two arrived in.
+            o = entry.outcome
+            assert o is not None
+            extra = [OrphanOutcome(o.model_id, entry.deadline)] * (1 + entry.extra_outcomes)
+            self._put(rid, Entry(WAITING_PREDICTION, p.event_time + self.ttl, prediction=p))
+            out = [*extra, PredictionSeen(p)]
+        elif entry.state == WAITING_OUTCOME and entry.deadline - p.event_time > 2 * self.ttl:
+            # The outcome came more than a TTL after this prediction: the
+            # prediction expired first, and the outcome is late.
+            o = entry.outcome
+            assert o is not None
+            out = [PredictionSeen(p), *self._expire_late(rid, p, o)]
+        elif entry.state == WAITING_OUTCOME:
+            o = entry.outcome
+            assert o is not None
+            done = max(p.event_time, o.event_time) + self.ttl
+            self._put(rid, Entry(DONE_JOINED, done, None, None, p.model_id, p.model_version))
+            out = [PredictionSeen(p), Joined(p, o)]
+            # Retried early outcomes are only attributable to a model now.
+            dup = Duplicate(p.model_id, p.model_version, "outcome", o.event_time)
+            out.extend([dup] * entry.extra_outcomes)
+        else:
+            out = [Duplicate(p.model_id, p.model_version, "prediction", p.event_time)]
+        out.extend(self._observe(p.event_time))
+        return out
+
+    def add_outcome(self, o: Outcome) -> list[ModelEvent]:
+        """Take an outcome; return the model events it causes."""
+        rid = o.request_id
+        entry = self.store.get(rid)
+        out: list[ModelEvent]
+        if entry is None:
+            self._put(rid, Entry(WAITING_OUTCOME, o.event_time + self.ttl, outcome=o))
+            out = []
+        elif entry.state == WAITING_PREDICTION and o.event_time > entry.deadline:
+            # Past the TTL in event time: expired, then late, in any arrival order.
+            p = entry.prediction
+            assert p is not None
+            out = self._expire_late(rid, p, o)
+        elif entry.state == WAITING_PREDICTION and entry.deadline - o.event_time > 2 * self.ttl:
+            # An outcome from more than a TTL before its prediction: it gave up.
+            out = [OrphanOutcome(o.model_id, o.event_time + self.ttl)]
+        elif entry.state == WAITING_PREDICTION:
+            p = entry.prediction
+            assert p is not None
+            done = max(p.event_time, o.event_time) + self.ttl
+            self._put(rid, Entry(DONE_JOINED, done, None, None, p.model_id, p.model_version))
+            out = [Joined(p, o)]
+        elif entry.state == DONE_EXPIRED:
+            assert entry.model_id is not None and entry.model_version is not None
+            # A deadline is prediction time + ttl; the tombstone lives one more ttl.
+            predicted_at = entry.deadline - 2 * self.ttl
+            out = [
+                LateOutcome(entry.model_id, entry.model_version, o.event_time - predicted_at, o.event_time)
+            ]
+        elif entry.state == DONE_JOINED:
+            assert entry.model_id is not None and entry.model_version is not None
+            out = [Duplicate(entry.model_id, entry.model_version, "outcome", o.event_time)]
+        else:  # a retried early outcome: counted once its prediction names the model
+            entry.extra_outcomes += 1
+            self.store[rid] = entry  # write back: the store may be a changelogged table
+            out = []
+        out.extend(self._observe(o.event_time))
+        return out
+
+    def _expire_late(self, rid: str, p: Prediction, o: Outcome) -> list[ModelEvent]:
+        deadline = p.event_time + self.ttl
+        self._put(
+            rid, Entry(DONE_EXPIRED, deadline + self.ttl, None, None, p.model_id, p.model_version)
+        )
+        late = LateOutcome(p.model_id, p.model_version, o.event_time - p.event_time, o.event_time)
+        return [Expired(p, deadline), late]
+
+    def _observe(self, event_time: float) -> list[ModelEvent]:
+        if event_time > self._max_time:
+            self._max_time = event_time
+            return self.advance(event_time - self.lateness)
+        return []
+
+    def advance(self, watermark: float) -> list[ModelEvent]:
+        """Move event time to ``watermark``; expire and forget what is due.
+
+        Called by data as it arrives, and by a timer for idle partitions.
+        The watermark never moves backwards.
+        """
+        if watermark <= self.watermark:
+            return []
+        self.watermark = watermark
+        out: list[ModelEvent] = []
+        heap = self._heap
+        store = self.store
+        while heap and heap[0][0] < watermark:
+            deadline, rid = heapq.heappop(heap)
+            entry = store.get(rid)
+            if entry is None or entry.deadline != deadline:
+                continue  # stale index entry: the request moved on since
+            if entry.state == WAITING_PREDICTION:
+                p = entry.prediction
+                assert p is not None
+                self._put(
+                    rid,
+                    Entry(DONE_EXPIRED, deadline + self.ttl, None, None, p.model_id, p.model_version),
+                )
+                out.append(Expired(p, deadline))
+            elif entry.state == WAITING_OUTCOME:
+                o = entry.outcome
+                assert o is not None
+                del store[rid]
+                out.append(OrphanOutcome(o.model_id, deadline))
+            else:
+                del store[rid]
+        return out

@@ -1,0 +1,183 @@
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from driftline.core.events import (
+    Duplicate,
+    Expired,
+    Joined,
+    LateOutcome,
+    OrphanOutcome,
+    Outcome,
+    Prediction,
+    PredictionSeen,
+)
+from driftline.core.join import JoinBuffer
+
+
+def P(rid, t, model="m"):
+    return Prediction(rid, model, True, float(t))
+
+
+def O(rid, t, y=True):
+    return Outcome(rid, y, float(t))
+
+
+def kinds(events):
+    return [type(e).__name__ for e in events]
+
+
+def test_prediction_then_outcome_joins_with_outcome_time():
+    j = JoinBuffer(ttl=100)
+    assert kinds(j.add_prediction(P("a", 10))) == ["PredictionSeen"]
+    (ev,) = j.add_outcome(O("a", 50))
+    assert isinstance(ev, Joined)
+    assert ev.event_time == 50.0
+    assert j.pending() == 0
+
+
+def test_outcome_first_waits_for_its_prediction():
+    j = JoinBuffer(ttl=100)
+    assert j.add_outcome(O("a", 10)) == []
+    assert j.pending() == 1
+    evs = j.add_prediction(P("a", 5))
+    assert kinds(evs) == ["PredictionSeen", "Joined"]
+    assert evs[1].event_time == 10.0
+
+
+def test_prediction_expires_when_event_time_passes_its_deadline():
+    j = JoinBuffer(ttl=100)
+    j.add_prediction(P("a", 0))
+    assert kinds(j.add_prediction(P("b", 100))) == ["PredictionSeen"]  # deadline not passed yet
+    evs = j.add_prediction(P("c", 100.5))
+    assert kinds(evs) == ["PredictionSeen", "Expired"]
+    assert evs[1].prediction.request_id == "a"
+    assert evs[1].event_time == 100.0
+
+
+def test_timer_expires_pending_joins_on_an_idle_partition():
+    j = JoinBuffer(ttl=10)
+    j.add_prediction(P("a", 0))
+    j.add_outcome(O("orphan", 1))
+    evs = j.advance(1000)
+    assert sorted(kinds(evs)) == ["Expired", "OrphanOutcome"]
+    assert j.advance(500) == []  # the watermark never goes back
+
+
+def test_outcome_after_expiry_is_late_with_its_delay():
+    j = JoinBuffer(ttl=10)
+    j.add_prediction(P("a", 0))
+    j.advance(20)
+    (ev,) = j.add_outcome(O("a", 25))
+    assert isinstance(ev, LateOutcome)
+    assert ev.delay == 25.0
+    assert (ev.model_id, ev.model_version) == ("m", "unversioned")
+
+
+def test_duplicates_are_reported_not_joined_twice():
+    j = JoinBuffer(ttl=100)
+    j.add_prediction(P("a", 0))
+    assert isinstance(j.add_prediction(P("a", 1))[0], Duplicate)
+    j.add_outcome(O("a", 2))
+    (dup,) = j.add_outcome(O("a", 3))
+    assert isinstance(dup, Duplicate) and dup.side == "outcome"
+
+
+def test_retried_early_outcome_counts_once_as_duplicate_when_prediction_comes():
+    j = JoinBuffer(ttl=100)
+    j.add_outcome(O("a", 1))
+    assert j.add_outcome(O("a", 2)) == []
+    evs = j.add_prediction(P("a", 0, model="fraud"))
+    assert kinds(evs) == ["PredictionSeen", "Joined", "Duplicate"]
+    assert evs[2].model_id == "fraud"
+
+
+def test_tombstones_are_forgotten_after_another_ttl():
+    j = JoinBuffer(ttl=10)
+    j.add_prediction(P("a", 0))
+    j.add_outcome(O("a", 1))
+    j.advance(5)
+    assert len(j) == 1
+    j.advance(12)
+    assert len(j) == 0
+
+
+def test_lateness_delays_expiry():
+    j = JoinBuffer(ttl=10, lateness=5)
+    j.add_prediction(P("a", 0))
+    assert kinds(j.add_prediction(P("b", 12))) == ["PredictionSeen"]
+    assert kinds(j.add_outcome(O("a", 9))) == ["Joined"]
+
+
+def test_store_can_be_restored_and_index_rebuilt():
+    store = {}
+    j = JoinBuffer(ttl=10, store=store)
+    j.add_prediction(P("a", 0))
+    j2 = JoinBuffer(ttl=10, store=dict(store))
+    assert kinds(j2.advance(50)) == ["Expired"]
+
+
+def summarize(events):
+    joined = sorted(e.prediction.request_id for e in events if isinstance(e, Joined))
+    expired = sorted(e.prediction.request_id for e in events if isinstance(e, Expired))
+    seen = sorted(e.prediction.request_id for e in events if isinstance(e, PredictionSeen))
+    orphans = sum(isinstance(e, OrphanOutcome) for e in events)
+    return joined, expired, seen, orphans
+
+
+@st.composite
+def traffic(draw):
+    n = draw(st.integers(1, 30))
+    records = []
+    for i in range(n):
+        t = draw(st.integers(0, 1000))
+        has_pred = draw(st.booleans()) or True
+        if has_pred:
+            records.append(P(f"r{i}", t))
+        if draw(st.booleans()):
+            records.append(O(f"r{i}", t + draw(st.integers(0, 40))))
+    dups = draw(st.lists(st.sampled_from(records), max_size=10))
+    return records, dups, draw(st.randoms(use_true_random=False))
+
+
+def feed(j, records):
+    out = []
+    for r in records:
+        out.extend(j.add_prediction(r) if isinstance(r, Prediction) else j.add_outcome(r))
+    out.extend(j.advance(1e9))
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(traffic())
+def test_any_interleaving_and_duplication_gives_the_same_join(data):
+    """Within the allowed lateness, arrival order and retries change nothing."""
+    records, dups, rnd = data
+    reference = feed(JoinBuffer(ttl=30, lateness=2000), sorted(records, key=lambda r: r.event_time))
+    shuffled = records + dups
+    rnd.shuffle(shuffled)
+    got = feed(JoinBuffer(ttl=30, lateness=2000), shuffled)
+    assert summarize(got) == summarize(reference)
+    assert sum(isinstance(e, Duplicate) for e in got) <= len(dups)
+
+
+def test_ttl_is_event_time_not_arrival_order():
+    # An outcome 31 s after its prediction misses a 30 s TTL, whatever the order.
+    for order in ([P("a", 0), O("a", 31)], [O("a", 31), P("a", 0)]):
+        j = JoinBuffer(ttl=30, lateness=100)
+        joined, expired, _, _ = summarize(feed(j, order))
+        assert (joined, expired) == ([], ["a"]), order
+
+
+def test_a_million_pending_entries_expire_in_order():
+    j = JoinBuffer(ttl=1)
+    rng = random.Random(3)
+    times = [rng.random() * 100 for _ in range(2000)]
+    for i, t in enumerate(times):
+        j.store  # noqa: B018
+        j.add_prediction(P(f"r{i}", t, model="m"))
+    evs = [e for e in j.advance(1e6) if isinstance(e, Expired)]
+    assert len(evs) + sum(1 for _ in []) <= 2000
+    deadlines = [e.deadline for e in evs]
+    assert deadlines == sorted(deadlines)
