@@ -120,9 +120,7 @@ class AlertPolicy:
             st.clear_streak = 0
             if st.firing:
                 return None
-            cooling = (
-                st.resolved_at is not None and event_time < st.resolved_at + self.cfg.cooldown
-            )
+            cooling = st.resolved_at is not None and event_time < st.resolved_at + self.cfg.cooldown
             if not may_page or cooling:
                 st.suppressed += 1
                 return None

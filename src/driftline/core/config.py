@@ -222,7 +222,9 @@ def parse_duration(value: object, where: str = "duration") -> float:
     elif isinstance(value, str) and (m := _DURATION.match(value)):
         seconds = float(m.group(1)) * _UNITS[m.group(2)]
     else:
-        raise ConfigError(f"{where}: expected a duration such as 30, '90s', '15m', '1d'; got {value!r}")
+        raise ConfigError(
+            f"{where}: expected a duration such as 30, '90s', '15m', '1d'; got {value!r}"
+        )
     if seconds < 0:
         raise ConfigError(f"{where}: must not be negative, got {value!r}")
     return seconds
@@ -283,7 +285,16 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+        if isinstance(value, str) and value.lower() in (
+            "true",
+            "1",
+            "yes",
+            "on",
+            "false",
+            "0",
+            "no",
+            "off",
+        ):
             return value.lower() in ("true", "1", "yes", "on")
         raise ConfigError(f"{where}: expected true or false, got {value!r}")
     if tp is int:
@@ -326,7 +337,9 @@ def _build(cls: Any, data: Mapping[str, Any], where: str) -> Any:
 
 def _check_severity(value: str, where: str) -> None:
     if value not in SEVERITIES:
-        raise ConfigError(f"{where}: severity must be one of {', '.join(SEVERITIES)}; got {value!r}")
+        raise ConfigError(
+            f"{where}: severity must be one of {', '.join(SEVERITIES)}; got {value!r}"
+        )
 
 
 def _validate_model(cfg: ModelConfig, where: str) -> None:

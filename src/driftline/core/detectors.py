@@ -103,6 +103,7 @@ class LossDriftMonitor:
         self.base_n = 0
         self.since_sq = 0.0
         self.degraded_at = 0
+        self.detected_time = 0.0
         self.suspect = False
         self.degraded = False
         self.since_sum = 0.0
@@ -124,7 +125,7 @@ class LossDriftMonitor:
     def margin(self, baseline: float) -> float:
         return max(self.cfg.absolute_margin, self.cfg.relative_margin * baseline)
 
-    def update(self, loss: float) -> Verdict | None:
+    def update(self, loss: float, event_time: float = 0.0) -> Verdict | None:
         """Feed one loss; return a verdict when the state changes."""
         w = len(self.recent)
         i = self.n % w
@@ -145,6 +146,7 @@ class LossDriftMonitor:
                 self.since_sum = self.since_sq = 0.0
                 self.since_n = 0
                 self.detected_at = self.n
+                self.detected_time = event_time
         if self.suspect:
             self.since_sum += loss
             self.since_sq += loss * loss

@@ -41,8 +41,8 @@ from driftline.core.events import (
     Joined,
     LateOutcome,
     ModelEvent,
-    Outcome,
     OrphanOutcome,
+    Outcome,
     Prediction,
     PredictionSeen,
 )
@@ -170,7 +170,9 @@ class JoinBuffer:
             # A deadline is prediction time + ttl; the tombstone lives one more ttl.
             predicted_at = entry.deadline - 2 * self.ttl
             out = [
-                LateOutcome(entry.model_id, entry.model_version, o.event_time - predicted_at, o.event_time)
+                LateOutcome(
+                    entry.model_id, entry.model_version, o.event_time - predicted_at, o.event_time
+                )
             ]
         elif entry.state == DONE_JOINED:
             assert entry.model_id is not None and entry.model_version is not None
@@ -218,7 +220,9 @@ class JoinBuffer:
                 assert p is not None
                 self._put(
                     rid,
-                    Entry(DONE_EXPIRED, deadline + self.ttl, None, None, p.model_id, p.model_version),
+                    Entry(
+                        DONE_EXPIRED, deadline + self.ttl, None, None, p.model_id, p.model_version
+                    ),
                 )
                 out.append(Expired(p, deadline))
             elif entry.state == WAITING_OUTCOME:

@@ -51,7 +51,9 @@ def test_resolved_always_follows_firing_and_keys_are_stable():
 def test_same_history_gives_same_alert_ids():
     def ids():
         p = AlertPolicy("m", "v1", AlertsConfig(resolve_after=1, cooldown=0))
-        return [a["alert_id"] for i in range(6) if (a := p.observe(COND, i % 2 == 0, i, Finding("s")))]
+        return [
+            a["alert_id"] for i in range(6) if (a := p.observe(COND, i % 2 == 0, i, Finding("s")))
+        ]
 
     assert ids() == ids()
 

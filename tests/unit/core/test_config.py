@@ -32,7 +32,11 @@ params = { warm_start = 50 }
 def test_env_overrides_file():
     cfg = load_config(
         text="label_ttl = '1h'",
-        env={"DRIFTLINE_LABEL_TTL": "2h", "DRIFTLINE_MONITORS__DATA_DRIFT__BINS": "20", "HOME": "/"},
+        env={
+            "DRIFTLINE_LABEL_TTL": "2h",
+            "DRIFTLINE_MONITORS__DATA_DRIFT__BINS": "20",
+            "HOME": "/",
+        },
     )
     assert cfg.label_ttl == 7200.0
     assert cfg.model("m").monitors.data_drift.bins == 20
@@ -42,7 +46,11 @@ def test_env_overrides_file():
     ("text", "env", "message"),
     [
         ("labl_ttl = 5", {}, "unknown key 'labl_ttl'"),
-        ("[models.m.monitors.concept_drift]\nthreshold = 1", {}, "models.m.monitors.concept_drift.threshold"),
+        (
+            "[models.m.monitors.concept_drift]\nthreshold = 1",
+            {},
+            "models.m.monitors.concept_drift.threshold",
+        ),
         ("[monitors.concept_drift]\ndetector = 'XYZ'", {}, "must be one of ADWIN"),
         ("[monitors.data_drift]\nseverity = 'page-me'", {}, "severity must be one of critical"),
         ("label_ttl = 'soon'", {}, "expected a duration"),
@@ -60,7 +68,8 @@ def test_bad_config_is_an_error_naming_the_key(text, env, message):
 
 def test_thresholds_parse_into_objects():
     cfg = load_config(
-        text="[monitors.performance]\nthresholds = [{metric='accuracy', below=0.8, for_events=100}]",
+        text="[monitors.performance]\n"
+        "thresholds = [{metric='accuracy', below=0.8, for_events=100}]",
         env={},
     )
     (th,) = cfg.model("m").monitors.performance.thresholds
