@@ -1,0 +1,129 @@
+"""Model events on the wire between the join and the monitors.
+
+The worker's join stage is keyed by request id and its monitor stage by
+model, so model events cross an internal topic. They travel in per-model
+micro-batches (one message holds many events) because the per-message cost
+of a stream processor dwarfs the cost of the events themselves.
+
+Each event is a short JSON array whose first element names its type; only
+what the monitors read is sent (a joined pair does not carry the features
+again: they were already counted when the prediction was seen).
+
+>>> from driftline.core.events import Prediction, Outcome, Joined
+>>> p = Prediction("r1", "fraud", 1, 10.0, score=0.9, model_version="v2")
+>>> raw = encode_batch([Joined(p, Outcome("r1", 0, 70.0))])
+>>> raw
+b'[["j","fraud","v2",1,0.9,null,null,10.0,0,70.0,"r1"]]'
+>>> decode_batch(raw)[0].outcome.outcome
+0
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from driftline.core.events import (
+    Duplicate,
+    Expired,
+    Joined,
+    LateOutcome,
+    ModelEvent,
+    OrphanOutcome,
+    Outcome,
+    Prediction,
+    PredictionSeen,
+)
+
+
+class WireError(ValueError):
+    """An internal model-event message that cannot be decoded."""
+
+
+def _prediction(p: Prediction) -> list[Any]:
+    return [
+        "p",
+        p.model_id,
+        p.model_version,
+        p.prediction,
+        p.score,
+        p.probabilities,
+        p.event_time,
+        p.request_id,
+        p.features,
+        p.segments,
+        p.task,
+    ]
+
+
+def _encode(ev: ModelEvent) -> list[Any]:
+    t = type(ev)
+    if t is PredictionSeen:
+        return _prediction(ev.prediction)  # type: ignore[union-attr]
+    if t is Joined:
+        p, o = ev.prediction, ev.outcome  # type: ignore[union-attr]
+        return [
+            "j",
+            p.model_id,
+            p.model_version,
+            p.prediction,
+            p.score,
+            p.probabilities,
+            p.task,
+            p.event_time,
+            o.outcome,
+            o.event_time,
+            p.request_id,
+        ]
+    if t is Expired:
+        p = ev.prediction  # type: ignore[union-attr]
+        return ["x", p.model_id, p.model_version, p.event_time, ev.deadline, p.request_id]  # type: ignore[union-attr]
+    if t is Duplicate:
+        return ["d", ev.model_id, ev.model_version, ev.side, ev.event_time]  # type: ignore[union-attr]
+    if t is LateOutcome:
+        return ["l", ev.model_id, ev.model_version, ev.delay, ev.event_time]  # type: ignore[union-attr]
+    if t is OrphanOutcome:
+        return ["o", ev.model_id, ev.event_time]  # type: ignore[union-attr]
+    raise TypeError(f"not a model event: {ev!r}")
+
+
+def encode_batch(events: list[ModelEvent]) -> bytes:
+    """One message holding ``events`` in order."""
+    return orjson.dumps([_encode(e) for e in events])
+
+
+def _decode(item: Any) -> ModelEvent:
+    tag = item[0]
+    if tag == "p":
+        _, model, version, pred, score, probs, t, rid, feats, segs, task = item
+        return PredictionSeen(
+            Prediction(rid, model, pred, t, version, score, probs, feats, segs, task)
+        )
+    if tag == "j":
+        _, model, version, pred, score, probs, task, pt, outcome, ot, rid = item
+        p = Prediction(rid, model, pred, pt, version, score, probs, None, None, task)
+        return Joined(p, Outcome(rid, outcome, ot))
+    if tag == "x":
+        _, model, version, pt, deadline, rid = item
+        return Expired(Prediction(rid, model, None, pt, version), deadline)  # type: ignore[arg-type]
+    if tag == "d":
+        return Duplicate(item[1], item[2], item[3], item[4])
+    if tag == "l":
+        return LateOutcome(item[1], item[2], item[3], item[4])
+    if tag == "o":
+        return OrphanOutcome(item[1], item[2])
+    raise WireError(f"unknown model event tag {tag!r}")
+
+
+def decode_batch(raw: bytes) -> list[ModelEvent]:
+    """The events of one message; :class:`WireError` if it is not ours."""
+    try:
+        items = orjson.loads(raw)
+        if not isinstance(items, list):
+            raise WireError("bad model-event message: not a JSON array")
+        return [_decode(item) for item in items]
+    except WireError:
+        raise
+    except (orjson.JSONDecodeError, TypeError, ValueError, IndexError) as exc:
+        raise WireError(f"bad model-event message: {exc}") from None

@@ -1,0 +1,47 @@
+import pytest
+
+from driftline.core.codec import decode_line
+from driftline.core.config import load_config
+from driftline.core.events import Duplicate, LateOutcome, OrphanOutcome, Prediction
+from driftline.core.join import JoinBuffer
+from driftline.core.monitor import MonitorSet
+from driftline.core.wire import WireError, decode_batch, encode_batch
+from driftline.scenarios import generate
+
+
+def test_monitors_see_the_same_thing_through_the_wire():
+    """Monitors fed decoded micro-batches raise exactly the alerts of direct feeding."""
+    cfg = load_config(env={})
+    recs = [decode_line(r, cfg.limits) for r in generate("covid", models=3, events=5000, seed=2)]
+    join = JoinBuffer(cfg.label_ttl)
+    direct, wired = MonitorSet(cfg), MonitorSet(cfg)
+    a, b = [], []
+    batch = []
+    for i, r in enumerate(recs):
+        evs = join.add_prediction(r) if isinstance(r, Prediction) else join.add_outcome(r)
+        for ev in evs:
+            a.extend(direct.handle(ev))
+        batch.extend(evs)
+        if i % 37 == 0:
+            for ev in decode_batch(encode_batch(batch)):
+                b.extend(wired.handle(ev))
+            batch = []
+    for ev in decode_batch(encode_batch(batch)):
+        b.extend(wired.handle(ev))
+    assert a and a == b
+    assert direct.status() == wired.status()
+
+
+def test_bookkeeping_events_round_trip():
+    evs = [
+        Duplicate("m", "v", "outcome", 3.0),
+        LateOutcome("m", "v", 90.0, 5.0),
+        OrphanOutcome(None, 7.0),
+    ]
+    assert decode_batch(encode_batch(evs)) == evs
+
+
+@pytest.mark.parametrize("raw", [b"", b"{}", b'[["zz"]]', b'[["j", 1]]', b"[1]", b"\xff"])
+def test_foreign_messages_are_a_wire_error(raw):
+    with pytest.raises(WireError):
+        decode_batch(raw)
