@@ -47,6 +47,8 @@ from driftline.core.events import (
     PredictionSeen,
 )
 
+_NOTHING: list[ModelEvent] = []  # shared empty result; callers only read it
+
 WAITING_PREDICTION = 0  # a prediction waits for its outcome
 WAITING_OUTCOME = 1  # an early outcome waits for its prediction
 DONE_JOINED = 2  # tombstone: joined, remembered to spot duplicates
@@ -140,7 +142,9 @@ class JoinBuffer:
             out.extend([dup] * entry.extra_outcomes)
         else:
             out = [Duplicate(p.model_id, p.model_version, "prediction", p.event_time)]
-        out.extend(self._observe(p.event_time))
+        due = self._observe(p.event_time)
+        if due:
+            out.extend(due)
         return out
 
     def add_outcome(self, o: Outcome) -> list[ModelEvent]:
@@ -181,7 +185,9 @@ class JoinBuffer:
             entry.extra_outcomes += 1
             self.store[rid] = entry  # write back: the store may be a changelogged table
             out = []
-        out.extend(self._observe(o.event_time))
+        due = self._observe(o.event_time)
+        if due:
+            out.extend(due)
         return out
 
     def _expire_late(self, rid: str, p: Prediction, o: Outcome) -> list[ModelEvent]:
@@ -195,8 +201,13 @@ class JoinBuffer:
     def _observe(self, event_time: float) -> list[ModelEvent]:
         if event_time > self._max_time:
             self._max_time = event_time
-            return self.advance(event_time - self.lateness)
-        return []
+            watermark = event_time - self.lateness
+            heap = self._heap
+            if heap and heap[0][0] < watermark:
+                return self.advance(watermark)
+            if watermark > self.watermark:
+                self.watermark = watermark
+        return _NOTHING
 
     def advance(self, watermark: float) -> list[ModelEvent]:
         """Move event time to ``watermark``; expire and forget what is due.

@@ -36,6 +36,7 @@ n         4
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from array import array
@@ -708,11 +709,49 @@ class RollingMetrics:
         self.metrics = metrics
         self.window = window
         self._events: deque[tuple[Any, ...]] = deque()
+        self._pending: list[tuple[Any, ...]] = []
+        self._fresh = copy.deepcopy(metrics)
         self._evictions = 0
         self._refresh_after = window * metrics._REFRESH_WINDOWS
 
+    def push(self, *event: Any) -> None:
+        """Like :meth:`update`, but counted only when the window is next read.
+
+        A monitor reads its rolling metrics every so often (threshold rules,
+        status), not after every event; deferring the work lets a window
+        nobody reads cost one list append per event, and a window read
+        rarely be rebuilt from its last ``window`` events instead of being
+        updated and reverted event by event.
+
+        >>> r = RollingMetrics(RegressionMetrics(), window=2)
+        >>> for y, pred in [(0.0, 10.0), (1.0, 1.5), (2.0, 1.0)]:
+        ...     r.push(y, pred)
+        >>> r.get()["mae"]
+        0.75
+        """
+        pending = self._pending
+        pending.append(event)
+        if len(pending) >= 2 * self.window:
+            del pending[: -self.window]
+
+    def _sync(self) -> None:
+        pending = self._pending
+        if not pending:
+            return
+        self._pending = []
+        if len(pending) >= self.window:
+            # The whole window is new: rebuild rather than update and revert.
+            self.metrics = copy.deepcopy(self._fresh)
+            self._events = deque()
+            self._evictions = 0
+            pending = pending[-self.window :]
+        for event in pending:
+            self.update(*event)
+
     def update(self, *event: Any) -> float:
         """Pass ``event`` to the wrapped metrics' ``update``; return its loss."""
+        if self._pending:
+            self._sync()
         loss = self.metrics.update(*event)
         events = self._events
         events.append(event)
@@ -727,10 +766,12 @@ class RollingMetrics:
     @property
     def n(self) -> int:
         """How many events the window holds."""
+        self._sync()
         return len(self._events)
 
     def get(self) -> dict[str, float]:
         """The wrapped metrics over the window."""
+        self._sync()
         return self.metrics.get()
 
 

@@ -124,15 +124,16 @@ class ModelMonitor:
 
     def handle(self, ev: ModelEvent) -> list[Alert]:
         """Apply one model event; return the alert messages it causes."""
-        if isinstance(ev, PredictionSeen):
-            return self._on_prediction(ev.prediction)
-        if isinstance(ev, Joined):
-            return self._on_joined(ev)
-        if isinstance(ev, Expired):
-            return self._on_expired(ev)
-        if isinstance(ev, Duplicate):
+        t = type(ev)
+        if t is PredictionSeen:
+            return self._on_prediction(ev.prediction)  # type: ignore[union-attr]
+        if t is Joined:
+            return self._on_joined(ev)  # type: ignore[arg-type]
+        if t is Expired:
+            return self._on_expired(ev)  # type: ignore[arg-type]
+        if t is Duplicate:
             self.duplicates += 1
-        elif isinstance(ev, LateOutcome):
+        elif t is LateOutcome:
             self.late += 1
         return []
 
@@ -176,13 +177,13 @@ class ModelMonitor:
                 self.unscorable += 1  # e.g. a string outcome for a regression model
                 return []
             loss = self.metrics.update(float(o.outcome), float(p.prediction))
-            self.rolling.update(float(o.outcome), float(p.prediction))
+            self.rolling.push(float(o.outcome), float(p.prediction))
         elif self.task == "multiclass":
             loss = self.metrics.update(o.outcome, p.prediction, p.probabilities)
-            self.rolling.update(o.outcome, p.prediction, p.probabilities)
+            self.rolling.push(o.outcome, p.prediction, p.probabilities)
         else:
             loss = self.metrics.update(o.outcome, p.prediction, p.score)
-            self.rolling.update(o.outcome, p.prediction, p.score)
+            self.rolling.push(o.outcome, p.prediction, p.score)
         out: list[Alert] = []
         if self.loss is not None:
             verdict = self.loss.update(loss, t)
@@ -451,13 +452,18 @@ class MonitorSet:
         return mon
 
     def handle(self, ev: ModelEvent) -> list[Alert]:
-        if isinstance(ev, PredictionSeen | Joined | Expired):
-            p = ev.prediction
-            return self.get(p.model_id, p.model_version).handle(ev)
-        if isinstance(ev, OrphanOutcome):
+        """Route one model event to its version's monitor; return its alerts."""
+        t = type(ev)
+        if t is PredictionSeen or t is Joined or t is Expired:
+            p = ev.prediction  # type: ignore[union-attr]
+            mon = self.monitors.get((p.model_id, p.model_version))
+            if mon is None:
+                mon = self.get(p.model_id, p.model_version)
+            return mon.handle(ev)
+        if t is OrphanOutcome:
             self.orphan_outcomes += 1
             return []
-        return self.get(ev.model_id, ev.model_version).handle(ev)
+        return self.get(ev.model_id, ev.model_version).handle(ev)  # type: ignore[union-attr]
 
     def status(self) -> list[dict[str, Any]]:
         return [m.status() for _, m in sorted(self.monitors.items())]

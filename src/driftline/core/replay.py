@@ -16,6 +16,7 @@ it never stops the replay.
 
 from __future__ import annotations
 
+import gc
 import gzip
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -135,9 +136,18 @@ def replay(
         if on_error is not None:
             on_error(err)
 
-    records, result.error_count = read_records(paths, config, note)
-    result.records = len(records)
-    pipe, result.alerts = run(records, config, on_alert)
+    # A replay allocates millions of small objects that live to the end; the
+    # cyclic collector would rescan them all over and over (it halved the
+    # throughput). Nothing here makes reference cycles worth collecting.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        records, result.error_count = read_records(paths, config, note)
+        result.records = len(records)
+        pipe, result.alerts = run(records, config, on_alert)
+    finally:
+        if was_enabled:
+            gc.enable()
     result.models = pipe.status()
     result.orphan_outcomes = pipe.monitors.orphan_outcomes
     return result

@@ -524,3 +524,18 @@ def test_rolling_mean_pickles():
         r.update(x / 3)
         copy.update(x / 3)
         assert copy.mean == r.mean
+
+
+@pytest.mark.parametrize("window", [1, 7, 100])
+def test_deferred_push_reads_the_same_as_eager_update(window):
+    rng = random.Random(window)
+    eager = RollingMetrics(BinaryMetrics(), window)
+    lazy = RollingMetrics(BinaryMetrics(), window)
+    for i in range(3 * window + 50):
+        y, p, s = rng.random() < 0.3, rng.random() < 0.4, rng.random()
+        eager.update(y, p, s)
+        lazy.push(y, p, s)
+        if rng.random() < 0.1 or i % (2 * window + 1) == 0:
+            assert lazy.get() == pytest.approx(eager.get())
+            assert lazy.n == eager.n
+    assert lazy.get() == pytest.approx(eager.get())
