@@ -136,5 +136,107 @@ def replay(
         sys.exit(1)
 
 
+def broker_option(f: Any) -> Any:
+    return click.option(
+        "--broker",
+        envvar="DRIFTLINE_BROKER",
+        help="Kafka bootstrap, e.g. kafka://127.0.0.1:9092 (env DRIFTLINE_BROKER).",
+    )(f)
+
+
+def config_option(f: Any) -> Any:
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False),
+        envvar="DRIFTLINE_CONFIG",
+        help="driftline.toml (env DRIFTLINE_CONFIG).",
+    )(f)
+
+
+def _with_broker(config: Config, broker: str | None) -> Config:
+    import dataclasses
+
+    return config if not broker else dataclasses.replace(config, broker=broker)
+
+
+def _run(coro: Any) -> Any:
+    import asyncio
+
+    from driftline.streaming.kafka import KafkaSetupError
+
+    try:
+        return asyncio.run(coro)
+    except KafkaSetupError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.group()
+def topics() -> None:
+    """Manage driftline's Kafka topics."""
+
+
+@topics.command("create")
+@broker_option
+@config_option
+@click.option("--partitions", type=int, help="Partitions per topic (default from config: 4).")
+@click.option("--replication-factor", type=int, default=1, show_default=True)
+def topics_create(
+    broker: str | None, config_path: str | None, partitions: int | None, replication_factor: int
+) -> None:
+    """Create the input, internal, alert and dead-letter topics (co-partitioned)."""
+    import dataclasses
+
+    from driftline.streaming.kafka import create_topics
+
+    config = _with_broker(_load(config_path), broker)
+    if partitions:
+        config = dataclasses.replace(
+            config, topics=dataclasses.replace(config.topics, partitions=partitions)
+        )
+    for name, what in _run(create_topics(config, replication_factor)).items():
+        click.echo(f"{name}: {what}")
+
+
+@main.command()
+@broker_option
+@config_option
+@click.option("--web-port", type=int, default=6066, show_default=True, envvar="DRIFTLINE_WEB_PORT")
+@click.option("--web-host", default="127.0.0.1", show_default=True, envvar="DRIFTLINE_WEB_HOST")
+@click.option("--store", default="memory://", show_default=True, help="Faust table store URL.")
+@click.option("--data-dir", default=".driftline-data", show_default=True)
+@click.option("--loglevel", default="warning", show_default=True)
+def worker(
+    broker: str | None,
+    config_path: str | None,
+    web_port: int,
+    web_host: str,
+    store: str,
+    data_dir: str,
+    loglevel: str,
+) -> None:
+    """Run the streaming worker: join, monitor, alert.
+
+    Reads predictions and outcomes, writes alerts and dead letters; serves
+    /healthz and /models on --web-host:--web-port.
+    """
+    import faust
+
+    from driftline.streaming.app import WorkerSettings, make_app
+    from driftline.streaming.kafka import preflight
+
+    config = _with_broker(_load(config_path), broker)
+    counts = _run(preflight(config))
+    click.echo(
+        f"driftline worker: {config.topics.predictions}/{config.topics.outcomes}"
+        f" ({counts[config.topics.predictions]} partitions) at {config.broker};"
+        f" http://{web_host}:{web_port}/models",
+        err=True,
+    )
+    settings = WorkerSettings(web_port=web_port, web_host=web_host, store=store, data_dir=data_dir)
+    app, _state = make_app(config, settings)
+    faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
+
+
 if __name__ == "__main__":
     main()

@@ -166,15 +166,21 @@ class TopicsConfig:
     outcomes: str = "outcomes"
     alerts: str = "alerts"
     dead_letter: str = "driftline-dead-letter"
-    model_events: str = "driftline-model-events"
+    model_events: str = ""  # default: "<app_id>-model-events", private to one app
     partitions: int = 4
 
 
 @dataclass(frozen=True)
 class Config:
-    """The whole configuration. ``model(id)`` gives one model's effective settings."""
+    """The whole configuration. ``model(id)`` gives one model's effective settings.
+
+    ``label_ttl``: how long a prediction waits for its outcome (event time).
+    ``lateness``: how far behind the newest event time a record may arrive
+    before pending joins it could have met are expired anyway.
+    """
 
     label_ttl: float = 86_400.0
+    lateness: float = 0.0
     broker: str = "kafka://127.0.0.1:9092"
     app_id: str = "driftline"
     limits: LimitsConfig = field(default_factory=LimitsConfig)
@@ -185,6 +191,11 @@ class Config:
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
     _cache: dict[str, ModelConfig] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def model_events_topic(self) -> str:
+        """The internal topic between join and monitors (one per app id)."""
+        return self.topics.model_events or f"{self.app_id}-model-events"
 
     def model(self, model_id: str) -> ModelConfig:
         """The settings for ``model_id``: defaults, then its own overrides."""
@@ -206,7 +217,7 @@ class Config:
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, None: 1.0}
-_DURATION_FIELDS = frozenset({"label_ttl", "cooldown"})
+_DURATION_FIELDS = frozenset({"label_ttl", "cooldown", "lateness"})
 
 
 def parse_duration(value: object, where: str = "duration") -> float:

@@ -128,4 +128,13 @@ class OrphanOutcome:
     event_time: float
 
 
-ModelEvent = PredictionSeen | Joined | Expired | Duplicate | LateOutcome | OrphanOutcome
+@dataclass(slots=True)
+class Rejected:
+    """A malformed record that names this model: it went to the dead letter."""
+
+    model_id: str
+    model_version: str
+    event_time: float
+
+
+ModelEvent = PredictionSeen | Joined | Expired | Duplicate | LateOutcome | OrphanOutcome | Rejected

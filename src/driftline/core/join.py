@@ -70,6 +70,7 @@ class Entry:
     model_id: str | None = None
     model_version: str | None = None
     extra_outcomes: int = 0
+    partition: int = 0
 
 
 class JoinBuffer:
@@ -88,6 +89,10 @@ class JoinBuffer:
         self.lateness = lateness
         self.store: MutableMapping[str, Entry] = {} if store is None else store
         self.watermark = float("-inf")
+        # The input partition of the record being processed: a worker's
+        # buffer spans partitions, and a changelogged store must write each
+        # entry to the changelog partition of its request.
+        self.partition = 0
         self._max_time = float("-inf")
         self._heap: list[tuple[float, str]] = []
         if store is not None:
@@ -105,7 +110,8 @@ class JoinBuffer:
         self._heap = [(e.deadline, rid) for rid, e in self.store.items()]
         heapq.heapify(self._heap)
 
-    def _put(self, rid: str, entry: Entry) -> None:
+    def _put(self, rid: str, entry: Entry, partition: int | None = None) -> None:
+        entry.partition = self.partition if partition is None else partition
         self.store[rid] = entry
         heapq.heappush(self._heap, (entry.deadline, rid))
 
@@ -229,12 +235,10 @@ class JoinBuffer:
             if entry.state == WAITING_PREDICTION:
                 p = entry.prediction
                 assert p is not None
-                self._put(
-                    rid,
-                    Entry(
-                        DONE_EXPIRED, deadline + self.ttl, None, None, p.model_id, p.model_version
-                    ),
+                tomb = Entry(
+                    DONE_EXPIRED, deadline + self.ttl, None, None, p.model_id, p.model_version
                 )
+                self._put(rid, tomb, entry.partition)  # the timer has no current record
                 out.append(Expired(p, deadline))
             elif entry.state == WAITING_OUTCOME:
                 o = entry.outcome

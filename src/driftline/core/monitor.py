@@ -30,6 +30,7 @@ from driftline.core.events import (
     OrphanOutcome,
     Prediction,
     PredictionSeen,
+    Rejected,
 )
 from driftline.core.metrics import RollingMean, make_metrics
 
@@ -135,6 +136,8 @@ class ModelMonitor:
             self.duplicates += 1
         elif t is LateOutcome:
             self.late += 1
+        elif t is Rejected:
+            self.dead_letters += 1
         return []
 
     def _seen(self, t: float) -> None:

@@ -22,7 +22,7 @@ class Pipeline:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.join = JoinBuffer(config.label_ttl)
+        self.join = JoinBuffer(config.label_ttl, lateness=config.lateness)
         self.monitors = MonitorSet(config)
 
     def prediction(self, p: Prediction) -> list[Alert]:

@@ -34,6 +34,7 @@ from driftline.core.events import (
     Outcome,
     Prediction,
     PredictionSeen,
+    Rejected,
 )
 
 
@@ -85,7 +86,20 @@ def _encode(ev: ModelEvent) -> list[Any]:
         return ["l", ev.model_id, ev.model_version, ev.delay, ev.event_time]  # type: ignore[union-attr]
     if t is OrphanOutcome:
         return ["o", ev.model_id, ev.event_time]  # type: ignore[union-attr]
+    if t is Rejected:
+        return ["r", ev.model_id, ev.model_version, ev.event_time]  # type: ignore[union-attr]
     raise TypeError(f"not a model event: {ev!r}")
+
+
+def encode_prediction(p: Prediction) -> list[Any]:
+    """A prediction as a JSON-able list (also used by the worker's join table)."""
+    return _prediction(p)
+
+
+def decode_prediction(item: list[Any]) -> Prediction:
+    """The inverse of :func:`encode_prediction`."""
+    _, model, version, pred, score, probs, t, rid, feats, segs, task = item
+    return Prediction(rid, model, pred, t, version, score, probs, feats, segs, task)
 
 
 def encode_batch(events: list[ModelEvent]) -> bytes:
@@ -113,6 +127,8 @@ def _decode(item: Any) -> ModelEvent:
         return LateOutcome(item[1], item[2], item[3], item[4])
     if tag == "o":
         return OrphanOutcome(item[1], item[2])
+    if tag == "r":
+        return Rejected(item[1], item[2], item[3])
     raise WireError(f"unknown model event tag {tag!r}")
 
 

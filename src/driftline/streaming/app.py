@@ -1,0 +1,279 @@
+"""The worker's topology, in one place.
+
+::
+
+    predictions ─┐                                  ┌─> alerts (key dedup_key)
+                 ├─> join agent ─> model-events ─> monitor agent
+    outcomes   ──┘   (join table)  (key model_id)   └─> /models, /metrics
+         └───── malformed ─────> driftline-dead-letter
+
+The join agent reads both input topics (co-partitioned, keyed by request
+id), decodes each message (one record or a JSON array of records), feeds
+the core's :class:`~driftline.core.join.JoinBuffer` whose entries live in a
+changelogged table, and sends the resulting model events to an internal
+topic keyed by model id, one micro-batch per model per input batch. The
+monitor agent feeds them to the core's :class:`~driftline.core.monitor.MonitorSet`
+and sends every alert message to the alert topic keyed by its dedup key.
+A timer advances event time on idle partitions so pending joins expire
+even when no data comes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+import orjson
+from faust.types import TP
+
+from driftline.core.codec import decode_message
+from driftline.core.config import Config
+from driftline.core.events import ModelEvent, Prediction, Rejected
+from driftline.core.join import JoinBuffer
+from driftline.core.monitor import MonitorSet
+from driftline.core.wire import WireError, decode_batch, encode_batch
+from driftline.streaming.deadletter import DeadLetter, dead_letter
+from driftline.streaming.joinstore import ChangelogDict
+
+log = logging.getLogger("driftline.worker")
+
+JOIN_TABLE = "driftline-join"
+
+
+@dataclass
+class WorkerSettings:
+    """How this worker process runs (as opposed to what it monitors)."""
+
+    web_port: int = 6066
+    web_host: str = "127.0.0.1"
+    store: str = "memory://"
+    data_dir: str = ".driftline-data"
+    batch_size: int = 500
+    batch_within: float = 0.05
+    expiry_interval: float = 1.0
+    replication_factor: int = 1
+
+
+@dataclass
+class WorkerState:
+    """What the agents share inside one worker process."""
+
+    join: JoinBuffer
+    store: ChangelogDict
+    monitors: MonitorSet
+    last_event_wall: float = 0.0
+    dead_letters: int = 0
+    dead_letters_by_topic: dict[str, int] = field(default_factory=dict)
+    alerts_sent: int = 0
+    model_partitions: dict[tuple[str, str], int] = field(default_factory=dict)
+    ready: bool = False
+
+
+def _model_of(value: bytes | None) -> tuple[str, str] | None:
+    """The model a malformed record names, if it names one plainly."""
+    if not value or len(value) > 65536:
+        return None
+    try:
+        obj = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(obj, dict):
+        model, version = obj.get("model_id"), obj.get("model_version") or "unversioned"
+        if isinstance(model, str) and 0 < len(model) <= 128 and isinstance(version, str):
+            return (model, version[:128])
+    return None
+
+
+def make_app(
+    config: Config, settings: WorkerSettings | None = None
+) -> tuple[faust.App, WorkerState]:
+    """Build the Faust app for ``config``; return it with its shared state."""
+    ws = settings or WorkerSettings()
+    topics = config.topics
+    app = faust.App(
+        config.app_id,
+        broker=config.broker,
+        store=ws.store,
+        datadir=ws.data_dir,
+        topic_partitions=topics.partitions,
+        topic_replication_factor=ws.replication_factor,
+        topic_allow_declare=True,
+        web_port=ws.web_port,
+        web_bind=ws.web_host,
+        web_host=ws.web_host,
+        consumer_auto_offset_reset="earliest",
+        table_standby_replicas=0,
+        producer_linger=0.005,
+        stream_buffer_maxsize=max(4096, ws.batch_size * 4),
+        broker_max_poll_records=max(500, ws.batch_size),
+        web_enabled=True,
+    )
+    inputs = app.topic(
+        topics.predictions,
+        topics.outcomes,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    model_events = app.topic(
+        config.model_events_topic,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=topics.partitions,
+        internal=True,
+    )
+    alerts_topic = app.topic(
+        topics.alerts, key_serializer="raw", value_serializer="raw", partitions=topics.partitions
+    )
+    dead_topic = app.topic(
+        topics.dead_letter,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=topics.partitions,
+    )
+    table = app.Table(JOIN_TABLE, key_type=bytes, value_type=bytes, partitions=topics.partitions)
+    # Entries are our own compact JSON: keep Faust's codecs out of the way.
+    table.key_serializer = table.value_serializer = "raw"
+    # Faust's producer buffer flushes synchronously past 100 pending sends;
+    # the join writes a changelog record per request, so give it room.
+    app.producer.buffer.max_messages = 20_000
+    store = ChangelogDict(table)
+    state = WorkerState(
+        join=JoinBuffer(config.label_ttl, lateness=config.lateness, store=store),
+        store=store,
+        monitors=MonitorSet(config),
+    )
+    limits = config.limits
+    pred_topic = topics.predictions
+
+    async def send_dead(dl: DeadLetter, source: str) -> None:
+        state.dead_letters += 1
+        state.dead_letters_by_topic[source] = state.dead_letters_by_topic.get(source, 0) + 1
+        await dead_topic.send(key=dl.key, value=dl.value, headers=dl.headers)
+
+    async def send_model_events(events: Iterable[ModelEvent]) -> None:
+        by_model: dict[str, list[ModelEvent]] = {}
+        for ev in events:
+            model = ev.prediction.model_id if hasattr(ev, "prediction") else ev.model_id  # type: ignore[union-attr]
+            by_model.setdefault(model or "", []).append(ev)
+        for model, evs in by_model.items():
+            await model_events.send(key=model.encode(), value=encode_batch(evs))
+
+    @app.agent(inputs)
+    async def join(stream: Any) -> None:
+        """Decode, join, and pass model events on, a batch of messages at a time."""
+        j = state.join
+        async for events in stream.take_events(ws.batch_size, within=ws.batch_within):
+            out: list[ModelEvent] = []
+            for event in events:
+                msg = event.message
+                kind = "prediction" if msg.topic == pred_topic else "outcome"
+                records, errors = decode_message(
+                    msg.value, kind, limits, default_time=msg.timestamp
+                )
+                if errors:
+                    dl = dead_letter(
+                        value=msg.value,
+                        key=msg.key,
+                        topic=msg.topic,
+                        partition=msg.partition,
+                        offset=msg.offset,
+                        errors=errors,
+                    )
+                    await send_dead(dl, msg.topic)
+                    if not records and (named := _model_of(msg.value)):
+                        out.append(Rejected(named[0], named[1], msg.timestamp or 0.0))
+                j.partition = msg.partition
+                for rec in records:
+                    if type(rec) is Prediction:
+                        out.extend(j.add_prediction(rec))
+                    else:
+                        out.extend(j.add_outcome(rec))  # type: ignore[arg-type]
+            state.last_event_wall = time.monotonic()
+            if out:
+                await send_model_events(out)
+
+    @app.timer(interval=ws.expiry_interval)
+    async def expire_idle() -> None:
+        """Advance event time on a quiet worker so pending joins still expire.
+
+        Event time moves on by the wall-clock time elapsed since the last
+        record arrived: a partition that goes quiet for a day expires the
+        predictions it holds, whether its records carry today's times or a
+        replayed history's.
+        """
+        j = state.join
+        if not state.ready or state.last_event_wall == 0.0 or j._max_time == float("-inf"):
+            return
+        idle = time.monotonic() - state.last_event_wall
+        if idle < ws.expiry_interval:
+            return
+        due = j.advance(j._max_time + idle - config.lateness)
+        if due:
+            await send_model_events(due)
+
+    @app.agent(model_events)
+    async def monitor(stream: Any) -> None:
+        """Feed model events to the monitors; send every alert they raise."""
+        mons = state.monitors
+        async for event in stream.events():
+            msg = event.message
+            try:
+                evs = decode_batch(msg.value)
+            except WireError as exc:
+                dl = dead_letter(
+                    value=msg.value,
+                    key=msg.key,
+                    topic=msg.topic,
+                    partition=msg.partition,
+                    offset=msg.offset,
+                    errors=[exc],
+                    stage="monitor",
+                )
+                await send_dead(dl, msg.topic)
+                continue
+            for ev in evs:
+                for alert in mons.handle(ev):
+                    alert["emitted_at"] = time.time()
+                    state.alerts_sent += 1
+                    await alerts_topic.send(
+                        key=alert["dedup_key"].encode(), value=orjson.dumps(alert)
+                    )
+
+    @table.on_recover
+    async def restored() -> None:
+        assigned = {
+            tp.partition
+            for tp in app.assignor.assigned_actives()
+            if tp.topic in (topics.predictions, topics.outcomes)
+        }
+        n = state.store.restore(assigned)
+        state.join.rebuild_index()
+        state.ready = True
+        log.info("join table restored: %d entries for partitions %s", n, sorted(assigned))
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(app_: Any, revoked: set[TP], **_: Any) -> None:
+        parts = {
+            tp.partition for tp in revoked if tp.topic in (topics.predictions, topics.outcomes)
+        }
+        if parts:
+            state.store.drop_partitions(parts)
+            state.join.rebuild_index()
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok" if state.ready else "starting"})
+
+    @app.page("/models")
+    async def models(web: Any, request: Any) -> Any:
+        return web.bytes(orjson.dumps(state.monitors.status()), content_type="application/json")
+
+    return app, state
