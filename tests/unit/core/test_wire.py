@@ -2,7 +2,7 @@ import pytest
 
 from driftline.core.codec import decode_line
 from driftline.core.config import load_config
-from driftline.core.events import Duplicate, LateOutcome, OrphanOutcome, Prediction
+from driftline.core.events import Duplicate, LateOutcome, OrphanOutcome, Prediction, Rejected
 from driftline.core.join import JoinBuffer
 from driftline.core.monitor import MonitorSet
 from driftline.core.wire import WireError, decode_batch, encode_batch
@@ -37,6 +37,7 @@ def test_bookkeeping_events_round_trip():
         Duplicate("m", "v", "outcome", 3.0),
         LateOutcome("m", "v", 90.0, 5.0),
         OrphanOutcome(None, 7.0),
+        Rejected("m", "v", 8.0),
     ]
     assert decode_batch(encode_batch(evs)) == evs
 
