@@ -238,5 +238,29 @@ def worker(
     faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
 
 
+@main.command()
+@config_option
+@click.option("--replay", "replay_mode", is_flag=True, help="Measure driftline replay (no broker).")
+@click.option("--events", type=int, default=1_000_000, show_default=True)
+@click.option("--runs", type=int, default=3, show_default=True)
+@click.option("--cache-dir", default=".cache/bench", show_default=True, type=click.Path())
+def bench(
+    replay_mode: bool, config_path: str | None, events: int, runs: int, cache_dir: str
+) -> None:
+    """Print throughput figures.
+
+    With --replay: events/s of `driftline replay` with default monitors on
+    EVENTS records (half predictions, half outcomes, 10 models, 20 features).
+    """
+    if not replay_mode:
+        raise click.UsageError("choose a mode: --replay")
+    from driftline.bench.replay_rate import measure, report, workload
+
+    config = _load(config_path)
+    path = workload(Path(cache_dir) / f"replay-{events}.jsonl", events)
+    click.echo(f"replaying {path} ({path.stat().st_size / 1e6:.0f} MB)")
+    click.echo(report(measure(path, config, runs)))
+
+
 if __name__ == "__main__":
     main()

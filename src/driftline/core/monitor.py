@@ -35,6 +35,7 @@ from driftline.core.events import (
 from driftline.core.metrics import RollingMean, make_metrics
 
 _TICK = 50  # outcomes between two evaluations of threshold and coverage rules
+_NONE: list[Any] = []  # shared "no alerts" result: callers never mutate it
 
 Alert = dict[str, Any]
 
@@ -151,19 +152,20 @@ class ModelMonitor:
             self._start(p)
         self.predictions += 1
         t = p.event_time
-        self._seen(t)
-        out: list[Alert] = []
+        if self.last_time is None or t > self.last_time:
+            self._seen(t)
+        out: list[Alert] = _NONE
         if self.score_drift is not None:
             if p.score is not None:
                 check = self.score_drift.update({"score": p.score}, t)
             else:
                 check = self.score_drift.update({"prediction": p.prediction}, t)
             if check is not None:
-                out.extend(self._drift_alert("prediction_drift", check, t))
+                out = self._drift_alert("prediction_drift", check, t)
         if self.feature_drift is not None:
             check = self.feature_drift.update(p.features, t)
             if check is not None:
-                out.extend(self._drift_alert("data_drift", check, t))
+                out = out + self._drift_alert("data_drift", check, t)
         return out
 
     def _on_joined(self, ev: Joined) -> list[Alert]:
@@ -171,30 +173,40 @@ class ModelMonitor:
         if self.metrics is None:
             self._start(p)
         self.joined += 1
-        t = ev.event_time
-        self._seen(t)
-        self.delay_sum += max(0.0, o.event_time - p.event_time)
-        self.joined_times.append(t)
-        if self.task == "regression":
-            if not _is_number(o.outcome) or not _is_number(p.prediction):
-                self.unscorable += 1  # e.g. a string outcome for a regression model
-                return []
-            loss = self.metrics.update(float(o.outcome), float(p.prediction))
-            self.rolling.push(float(o.outcome), float(p.prediction))
-        elif self.task == "multiclass":
-            loss = self.metrics.update(o.outcome, p.prediction, p.probabilities)
-            self.rolling.push(o.outcome, p.prediction, p.probabilities)
+        pt, t = p.event_time, o.event_time
+        if t > pt:
+            self.delay_sum += t - pt
         else:
+            t = pt
+        if self.last_time is None or t > self.last_time:
+            self._seen(t)
+        self.joined_times.append(t)
+        task = self.task
+        if task == "binary":
             loss = self.metrics.update(o.outcome, p.prediction, p.score)
             self.rolling.push(o.outcome, p.prediction, p.score)
-        out: list[Alert] = []
+        elif task == "regression":
+            if not _is_number(o.outcome) or not _is_number(p.prediction):
+                self.unscorable += 1  # e.g. a string outcome for a regression model
+                return _NONE
+            loss = self.metrics.update(float(o.outcome), float(p.prediction))
+            self.rolling.push(float(o.outcome), float(p.prediction))
+        else:
+            loss = self.metrics.update(o.outcome, p.prediction, p.probabilities)
+            self.rolling.push(o.outcome, p.prediction, p.probabilities)
+        out: list[Alert] = _NONE
         if self.loss is not None:
             verdict = self.loss.update(loss, t)
             if verdict is not None:
-                out.extend(self._concept_alert(verdict, t))
-        out.extend(self._resolved_one(1.0, t))
+                out = self._concept_alert(verdict, t)
+        # Label coverage, inlined: it runs on every outcome.
+        self.coverage.update(1.0)
+        self.coverage_times.append(t)
+        self.resolutions += 1
+        if self.resolutions % _TICK == 0:
+            out = out + self._check_coverage(t)
         if self.joined % _TICK == 0:
-            out.extend(self._check_thresholds(t))
+            out = out + self._check_thresholds(t)
         return out
 
     def _on_expired(self, ev: Expired) -> list[Alert]:
@@ -205,12 +217,17 @@ class ModelMonitor:
     # -- monitors ----------------------------------------------------------
 
     def _resolved_one(self, got_label: float, t: float) -> list[Alert]:
-        cov = self.cfg.monitors.label_coverage
         self.coverage.update(got_label)
         self.coverage_times.append(t)
         self.resolutions += 1
-        if not cov.enabled or not self.coverage.full or self.resolutions % _TICK:
-            return []
+        if self.resolutions % _TICK:
+            return _NONE
+        return self._check_coverage(t)
+
+    def _check_coverage(self, t: float) -> list[Alert]:
+        cov = self.cfg.monitors.label_coverage
+        if not cov.enabled or not self.coverage.full:
+            return _NONE
         share = self.coverage.mean
         active = share < cov.min_coverage
         finding = Finding(

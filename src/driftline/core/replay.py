@@ -107,15 +107,20 @@ def run(
     records.sort(key=attrgetter("event_time"))
     pipe = Pipeline(config)
     alerts: list[Alert] = []
-    on_prediction = pipe.prediction
-    on_outcome = pipe.outcome
+    # The same calls as Pipeline.prediction/outcome, unrolled: this loop
+    # runs once per record and every call level costs here.
+    add_prediction = pipe.join.add_prediction
+    add_outcome = pipe.join.add_outcome
+    handle = pipe.monitors.handle
     for rec in records:
-        found = on_prediction(rec) if type(rec) is Prediction else on_outcome(rec)  # type: ignore[arg-type]
-        if found:
-            alerts.extend(found)
-            if on_alert is not None:
-                for a in found:
-                    on_alert(a)
+        events = add_prediction(rec) if type(rec) is Prediction else add_outcome(rec)  # type: ignore[arg-type]
+        for ev in events:
+            found = handle(ev)
+            if found:
+                alerts.extend(found)
+                if on_alert is not None:
+                    for a in found:
+                        on_alert(a)
     return pipe, alerts
 
 
