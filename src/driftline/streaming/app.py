@@ -37,7 +37,8 @@ from driftline.core.join import JoinBuffer
 from driftline.core.monitor import MonitorSet
 from driftline.core.wire import WireError, decode_batch, encode_batch
 from driftline.streaming.deadletter import DeadLetter, dead_letter
-from driftline.streaming.joinstore import ChangelogDict
+from driftline.streaming.joinstore import ChangelogDict, ChangelogWriter, changelog_topic_config
+from driftline.streaming.kafka import bootstrap_servers
 
 log = logging.getLogger("driftline.worker")
 
@@ -138,13 +139,22 @@ def make_app(
         value_serializer="raw",
         partitions=topics.partitions,
     )
-    table = app.Table(JOIN_TABLE, key_type=bytes, value_type=bytes, partitions=topics.partitions)
+    table = app.Table(
+        JOIN_TABLE,
+        key_type=bytes,
+        value_type=bytes,
+        partitions=topics.partitions,
+        extra_topic_configs=changelog_topic_config(config.label_ttl),
+    )
     # Entries are our own compact JSON: keep Faust's codecs out of the way.
     table.key_serializer = table.value_serializer = "raw"
-    # Faust's producer buffer flushes synchronously past 100 pending sends;
-    # the join writes a changelog record per request, so give it room.
-    app.producer.buffer.max_messages = 20_000
     store = ChangelogDict(table)
+    writer = ChangelogWriter(
+        bootstrap_servers(config.broker),
+        table.changelog_topic.get_topic_name(),
+        linger_ms=0,
+        max_batch_size=1 << 20,
+    )
     state = WorkerState(
         join=JoinBuffer(config.label_ttl, lateness=config.lateness, store=store),
         store=store,
@@ -157,6 +167,11 @@ def make_app(
         state.dead_letters += 1
         state.dead_letters_by_topic[source] = state.dead_letters_by_topic.get(source, 0) + 1
         await dead_topic.send(key=dl.key, value=dl.value, headers=dl.headers)
+
+    async def commit_join_changes() -> None:
+        # Before the input batch is acknowledged: a restart must find the
+        # join state of every record whose offset was committed.
+        await writer.write(store.take())
 
     async def send_model_events(events: Iterable[ModelEvent]) -> None:
         by_model: dict[str, list[ModelEvent]] = {}
@@ -197,6 +212,7 @@ def make_app(
                     else:
                         out.extend(j.add_outcome(rec))  # type: ignore[arg-type]
             state.last_event_wall = time.monotonic()
+            await commit_join_changes()
             if out:
                 await send_model_events(out)
 
@@ -216,6 +232,7 @@ def make_app(
         if idle < ws.expiry_interval:
             return
         due = j.advance(j._max_time + idle - config.lateness)
+        await commit_join_changes()
         if due:
             await send_model_events(due)
 
@@ -267,6 +284,10 @@ def make_app(
         if parts:
             state.store.drop_partitions(parts)
             state.join.rebuild_index()
+
+    @app.on_before_shutdown.connect
+    async def stop_writer(app_: Any, **_: Any) -> None:
+        await writer.stop()
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:

@@ -10,9 +10,11 @@ rebalance, Faust restores the table from its changelog and
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
+from aiokafka import AIOKafkaProducer
 
 from driftline.core.events import Outcome
 from driftline.core.join import Entry
@@ -52,27 +54,44 @@ def decode_entry(raw: bytes) -> Entry:
 
 
 class ChangelogDict(dict[str, Entry]):
-    """A dict whose changes are also written to a Faust table's changelog."""
+    """A dict whose changes are also queued for a Faust table's changelog.
+
+    Changes are not sent one by one: Faust's per-message send path costs
+    70-170 µs, more than everything else the worker does for a record. They
+    queue here and :meth:`take` hands them to :class:`ChangelogWriter`, which
+    sends a whole batch at once before the input batch is acknowledged.
+    A request changed twice in one batch is written once, with its last value.
+    """
 
     def __init__(self, table: Any) -> None:
         super().__init__()
         self.table = table
         self.writes = 0
+        self._pending: dict[bytes, tuple[int, bytes | None]] = {}
 
     def __setitem__(self, key: str, entry: Entry) -> None:
         super().__setitem__(key, entry)
         raw = encode_entry(entry)
         k = key.encode()
         self.table.data[k] = raw
-        self.table.send_changelog(entry.partition, k, raw)
-        self.writes += 1
+        self._pending[k] = (entry.partition, raw)
 
     def __delitem__(self, key: str) -> None:
-        entry = self.pop(key)
+        # The join only deletes a tombstone whose last write is at least one
+        # TTL old. No changelog delete is sent: the changelog's retention
+        # (see ``changelog_topic_config``) drops it, and a restore that still
+        # finds it forgets it at the first watermark move. One write saved
+        # per request.
+        self.pop(key)
         k = key.encode()
         self.table.data.pop(k, None)
-        self.table.send_changelog(entry.partition, k, None)
-        self.writes += 1
+        self._pending.pop(k, None)
+
+    def take(self) -> dict[bytes, tuple[int, bytes | None]]:
+        """The queued changes (key -> (partition, value or None)); the queue empties."""
+        pending, self._pending = self._pending, {}
+        self.writes += len(pending)
+        return pending
 
     def restore(self, partitions: set[int]) -> int:
         """Reload from the table's store, keeping only ``partitions``; return the count."""
@@ -99,3 +118,64 @@ class ChangelogDict(dict[str, Entry]):
             dict.__delitem__(self, k)
             self.table.data.pop(k.encode(), None)
         return len(gone)
+
+
+def changelog_topic_config(label_ttl: float) -> dict[str, str]:
+    """Topic settings of the join changelog: compacted, and records expire.
+
+    An entry's latest record is at most one TTL old while the entry lives
+    (every state change rewrites it), so keeping records for three TTLs
+    (at least a day) never loses a live entry.
+    """
+    retention_ms = int(max(3 * label_ttl, 86_400.0) * 1000)
+    return {"cleanup.policy": "compact,delete", "retention.ms": str(retention_ms)}
+
+
+class ChangelogWriter:
+    """Sends queued join-table changes to the changelog topic in batches.
+
+    Uses its own aiokafka producer and aiokafka's batch API (about 7 µs a
+    record against 70+ µs through Faust's send path). Faust restores the
+    table from the same topic on assignment, so nothing else changes.
+    """
+
+    def __init__(self, bootstrap_servers: str, topic: str, **producer_options: Any) -> None:
+        self.topic = topic
+        self._options = {"bootstrap_servers": bootstrap_servers, **producer_options}
+        self._producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        if self._producer is None:
+            producer = AIOKafkaProducer(**self._options)
+            await producer.start()
+            self._producer = producer
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    async def write(self, changes: dict[bytes, tuple[int, bytes | None]]) -> None:
+        """Send ``changes`` and wait until the broker has them."""
+        if not changes:
+            return
+        async with self._lock:
+            await self.start()
+            producer = self._producer
+            assert producer is not None
+            by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
+            for key, (partition, value) in changes.items():
+                by_partition.setdefault(partition, []).append((key, value))
+            futures = []
+            for partition, records in by_partition.items():
+                batch = producer.create_batch()
+                for key, value in records:
+                    if batch.append(key=key, value=value, timestamp=None) is None:
+                        futures.append(
+                            await producer.send_batch(batch, self.topic, partition=partition)
+                        )
+                        batch = producer.create_batch()
+                        batch.append(key=key, value=value, timestamp=None)
+                futures.append(await producer.send_batch(batch, self.topic, partition=partition))
+            await asyncio.gather(*futures)
