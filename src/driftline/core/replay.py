@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import gc
 import gzip
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from operator import attrgetter
 from pathlib import Path
@@ -26,6 +26,7 @@ from typing import IO, Any
 
 import orjson
 
+from driftline.core import replay_parallel
 from driftline.core.codec import RecordError, decode_line
 from driftline.core.config import Config
 from driftline.core.events import Outcome, Prediction
@@ -65,37 +66,53 @@ def open_text(path: str | Path) -> IO[bytes]:
     return open(p, "rb")
 
 
+class _Counter:
+    __slots__ = ("n",)
+
+    def __init__(self) -> None:
+        self.n = 0
+
+
+def iter_records(
+    path: str | Path,
+    config: Config,
+    on_error: Callable[[LineError], None] | None,
+    errors: _Counter,
+) -> Iterator[Prediction | Outcome]:
+    """Decode the lines of one file in file order; count and report bad ones."""
+    limits = config.limits
+    max_bytes = limits.max_message_bytes
+    loads = orjson.loads
+    name = str(path)
+    with open_text(path) as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                if len(raw) > max_bytes:
+                    raise RecordError(f"line is {len(raw)} bytes, over the limit of {max_bytes}")
+                try:
+                    obj = loads(raw)
+                except orjson.JSONDecodeError as exc:
+                    if not raw.strip():
+                        continue  # blank lines are allowed
+                    raise RecordError(f"not valid JSON: {exc}") from None
+                yield decode_line(obj, limits)
+            except RecordError as exc:
+                errors.n += 1
+                if on_error is not None:
+                    on_error(LineError(name, lineno, exc.reason))
+
+
 def read_records(
     paths: Iterable[str | Path],
     config: Config,
     on_error: Callable[[LineError], None] | None = None,
 ) -> tuple[list[Prediction | Outcome], int]:
     """Decode every line of ``paths``; return the records and the error count."""
-    limits = config.limits
+    errors = _Counter()
     records: list[Prediction | Outcome] = []
-    append = records.append
-    loads = orjson.loads
-    errors = 0
     for path in paths:
-        name = str(path)
-        with open_text(path) as fh:
-            for lineno, raw in enumerate(fh, 1):
-                if not raw.strip():
-                    continue
-                try:
-                    if len(raw) > limits.max_message_bytes:
-                        limit = limits.max_message_bytes
-                        raise RecordError(f"line is {len(raw)} bytes, over the limit of {limit}")
-                    try:
-                        obj = loads(raw)
-                    except orjson.JSONDecodeError as exc:
-                        raise RecordError(f"not valid JSON: {exc}") from None
-                    append(decode_line(obj, limits))
-                except RecordError as exc:
-                    errors += 1
-                    if on_error is not None:
-                        on_error(LineError(name, lineno, exc.reason))
-    return records, errors
+        records.extend(iter_records(path, config, on_error, errors))
+    return records, errors.n
 
 
 def run(
@@ -131,11 +148,21 @@ def replay(
     on_alert: Callable[[Alert], None] | None = None,
     on_error: Callable[[LineError], None] | None = None,
     keep_errors: int = 1000,
+    parallel: bool | None = None,
 ) -> ReplayResult:
-    """Replay JSON Lines files; see the module docstring."""
+    """Replay JSON Lines files; see the module docstring.
+
+    ``parallel``: run the monitors in a second process when the input is in
+    event-time order (``None``: when a second core and enough input make it
+    worth it). The result is the same either way.
+    """
     result = ReplayResult()
+    reported: set[tuple[str, int]] = set()
 
     def note(err: LineError) -> None:
+        if (err.file, err.line) in reported:
+            return
+        reported.add((err.file, err.line))
         if len(result.errors) < keep_errors:
             result.errors.append(err)
         if on_error is not None:
@@ -144,10 +171,15 @@ def replay(
     # A replay allocates millions of small objects that live to the end; the
     # cyclic collector would rescan them all over and over (it halved the
     # throughput). Nothing here makes reference cycles worth collecting.
+    files = [Path(p) for p in paths]
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        records, result.error_count = read_records(paths, config, note)
+        if parallel is None:
+            parallel = replay_parallel.worth_it(files)
+        if parallel and _replay_two_processes(files, config, result, note, on_alert):
+            return result
+        records, result.error_count = read_records(files, config, note)
         result.records = len(records)
         pipe, result.alerts = run(records, config, on_alert)
     finally:
@@ -156,6 +188,25 @@ def replay(
     result.models = pipe.status()
     result.orphan_outcomes = pipe.monitors.orphan_outcomes
     return result
+
+
+def _replay_two_processes(
+    files: list[Path],
+    config: Config,
+    result: ReplayResult,
+    note: Callable[[LineError], None],
+    on_alert: Callable[[Alert], None] | None,
+) -> bool:
+    """Try the streaming two-process replay; False if the input is not time-ordered."""
+    errors = _Counter()
+    got = replay_parallel.replay_streaming(
+        files, config, lambda path: iter_records(path, config, note, errors), on_alert
+    )
+    if got is None:
+        return False  # the sorted replay runs next; `note` drops repeated reports
+    result.alerts, result.models, result.records, result.orphan_outcomes = got
+    result.error_count = errors.n
+    return True
 
 
 def encode_alert(alert: Alert) -> bytes:
