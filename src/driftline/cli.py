@@ -235,31 +235,312 @@ def worker(
     )
     settings = WorkerSettings(web_port=web_port, web_host=web_host, store=store, data_dir=data_dir)
     app, _state = make_app(config, settings)
-    faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
+    runner = faust.Worker(app, loglevel=loglevel, quiet=True)
+    # Faust's console spinner also sets the root logger to DEBUG, so every
+    # debug call in Faust and aiokafka builds a record (~9% of the CPU).
+    runner.spinner = None
+    runner.execute_from_commandline()
 
 
 @main.command()
 @config_option
 @click.option("--replay", "replay_mode", is_flag=True, help="Measure driftline replay (no broker).")
-@click.option("--events", type=int, default=1_000_000, show_default=True)
-@click.option("--runs", type=int, default=3, show_default=True)
-@click.option("--cache-dir", default=".cache/bench", show_default=True, type=click.Path())
+@click.option("--events", type=int, default=1_000_000, show_default=True, help="--replay only.")
+@click.option("--runs", type=int, default=3, show_default=True, help="--replay only.")
+@click.option(
+    "--cache-dir",
+    default=".cache/bench",
+    show_default=True,
+    type=click.Path(),
+    help="--replay only.",
+)
+@broker_option
+@click.option(
+    "--pairs", type=int, help="Pairs pre-produced per batch size [default: 100000; --quick 20000]."
+)
+@click.option("--models", type=int, default=10, show_default=True)
+@click.option("--features", type=int, default=20, show_default=True)
+@click.option(
+    "--batch-sizes",
+    default="1,100",
+    show_default=True,
+    help="Records per Kafka message, one full measurement each (comma-separated).",
+)
+@click.option(
+    "--latency-rate",
+    type=float,
+    default=1000.0,
+    show_default=True,
+    help="Offered pairs/s in the latency phase.",
+)
+@click.option(
+    "--latency-seconds",
+    type=float,
+    help="Length of the latency phase; 0 skips it [default: 20; --quick 5].",
+)
+@click.option("--partitions", type=int, default=4, show_default=True)
+@click.option("--quick", is_flag=True, help="Smaller run, about a minute.")
 def bench(
-    replay_mode: bool, config_path: str | None, events: int, runs: int, cache_dir: str
+    replay_mode: bool,
+    config_path: str | None,
+    events: int,
+    runs: int,
+    cache_dir: str,
+    broker: str | None,
+    pairs: int | None,
+    models: int,
+    features: int,
+    batch_sizes: str,
+    latency_rate: float,
+    latency_seconds: float | None,
+    partitions: int,
+    quick: bool,
 ) -> None:
     """Print throughput figures.
 
     With --replay: events/s of `driftline replay` with default monitors on
     EVENTS records (half predictions, half outcomes, 10 models, 20 features).
-    """
-    if not replay_mode:
-        raise click.UsageError("choose a mode: --replay")
-    from driftline.bench.replay_rate import measure, report, workload
 
-    config = _load(config_path)
-    path = workload(Path(cache_dir) / f"replay-{events}.jsonl", events)
-    click.echo(f"replaying {path} ({path.stat().st_size / 1e6:.0f} MB)")
-    click.echo(report(measure(path, config, runs)))
+    Without it, against a running broker (--broker / DRIFTLINE_BROKER): for
+    each batch size, pre-produce PAIRS predictions and outcomes on fresh
+    topics and read them with (a) raw aiokafka, (b) a bare Faust agent and
+    (c) a `driftline worker` subprocess until every pair is joined; then
+    offer --latency-rate pairs/s to a fresh worker and report the latency
+    from outcome produced to pair processed. The topics are deleted at the end.
+    """
+    if replay_mode:
+        from driftline.bench.replay_rate import measure, report, workload
+
+        config = _load(config_path)
+        path = workload(Path(cache_dir) / f"replay-{events}.jsonl", events)
+        click.echo(f"replaying {path} ({path.stat().st_size / 1e6:.0f} MB)")
+        click.echo(report(measure(path, config, runs)))
+        return
+
+    from driftline.bench import stream
+    from driftline.streaming.kafka import KafkaSetupError, bootstrap_servers
+
+    try:
+        sizes = [int(x) for x in batch_sizes.split(",") if x.strip()]
+    except ValueError:
+        raise click.BadParameter(f"not a list of integers: {batch_sizes!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise click.BadParameter("give at least one batch size, each >= 1")
+    if pairs is None:
+        pairs = 20_000 if quick else 100_000
+    if latency_seconds is None:
+        latency_seconds = 5.0 if quick else 20.0
+    if pairs < 1 or models < 1 or features < 0 or partitions < 1:
+        raise click.UsageError("--pairs, --models and --partitions must be >= 1, --features >= 0")
+    config = _with_broker(_load(config_path), broker)
+    try:
+        bootstrap = bootstrap_servers(config.broker)
+    except KafkaSetupError as exc:
+        raise click.ClickException(str(exc)) from None
+    _run(stream.check_broker(bootstrap))
+
+    def echo(line: str) -> None:
+        click.echo(line, err=True)
+
+    result = _run(
+        stream.run_stream_bench(
+            bootstrap,
+            pairs=pairs,
+            models=models,
+            features=features,
+            batch_sizes=sizes,
+            partitions=partitions,
+            latency_rate=latency_rate,
+            latency_seconds=latency_seconds,
+            config_path=config_path,
+            echo=echo,
+        )
+    )
+    click.echo(stream.report(result))
+
+
+class _ScenarioChoice(click.Choice):
+    """``click.Choice`` over :data:`driftline.scenarios.SCENARIOS`, read when first needed.
+
+    The scenarios module imports river and numpy (about two seconds):
+    every other command, and ``driftline --help``, must not pay for it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__((), case_sensitive=True)
+
+    @property  # type: ignore[override]
+    def choices(self) -> tuple[str, ...]:
+        from driftline.scenarios import SCENARIOS
+
+        return tuple(SCENARIOS)
+
+    @choices.setter
+    def choices(self, value: Any) -> None:
+        pass  # click.Choice.__init__ assigns; the list lives in the scenarios module
+
+
+def _label_delay(ctx: click.Context, param: click.Parameter, value: str) -> tuple[Any, ...]:
+    from driftline.simulate import parse_label_delay
+
+    try:
+        return parse_label_delay(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@main.command()
+@click.option(
+    "--scenario",
+    type=_ScenarioChoice(),
+    default="covid",
+    show_default=True,
+    help="Which truth to play (see driftline.scenarios.SCENARIOS).",
+)
+@click.option("--models", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=100.0,
+    show_default=True,
+    help="Predictions per second over all models, on the wall clock.",
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Seconds to send for.",
+)
+@click.option(
+    "--label-delay",
+    default="lognormal:5:1",
+    show_default=True,
+    callback=_label_delay,
+    help="Outcome delay in seconds: N, fixed:N, exponential:MEAN, uniform:LOW:HIGH or"
+    " lognormal:MEDIAN:SIGMA.",
+)
+@click.option(
+    "--missing-labels",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.0,
+    show_default=True,
+    help="Share of predictions whose outcome never comes.",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--change-at",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds after the start when the drift begins [default: half of --duration].",
+)
+@broker_option
+@config_option
+@click.option(
+    "--batch",
+    type=click.IntRange(1, 1000),
+    default=1,
+    show_default=True,
+    help="Records per Kafka message (a JSON array when above 1).",
+)
+@click.option(
+    "--run-id",
+    help="Request-id prefix, so reruns into the same topics do not collide [default: random].",
+)
+def simulate(
+    scenario: str,
+    models: int,
+    rate: float,
+    duration: float,
+    label_delay: tuple[Any, ...],
+    missing_labels: float,
+    seed: int,
+    change_at: float | None,
+    broker: str | None,
+    config_path: str | None,
+    batch: int,
+    run_id: str | None,
+) -> None:
+    """Send a scenario's predictions and outcomes to Kafka in real time.
+
+    Predictions go to the predictions topic and each outcome to the
+    outcomes topic once its label delay has passed, both keyed by request
+    id and stamped with the wall-clock time they are sent. Prints where the
+    drift is and when it starts, then progress. Ctrl-C stops cleanly.
+    """
+    from driftline.simulate import SimulationError
+    from driftline.simulate import simulate as run_simulation
+
+    config = _with_broker(_load(config_path), broker)
+    try:
+        stats = _run(
+            run_simulation(
+                config,
+                scenario=scenario,
+                models=models,
+                rate=rate,
+                duration=duration,
+                label_delay=label_delay,
+                missing_labels=missing_labels,
+                seed=seed,
+                change_at=change_at,
+                batch=batch,
+                run_id=run_id,
+            )
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    except SimulationError as exc:
+        raise click.ClickException(str(exc)) from None
+    if stats.interrupted:
+        sys.exit(130 if stats.interrupted == "SIGINT" else 143)
+
+
+@main.group()
+def alerts() -> None:
+    """Read driftline's alert topic."""
+
+
+@alerts.command("tail")
+@broker_option
+@config_option
+@click.option("--follow", "-f", is_flag=True, help="Keep reading new alerts until Ctrl-C.")
+@click.option(
+    "--from-beginning/--from-end",
+    default=True,
+    show_default=True,
+    help="Start at the oldest alert, or only show alerts that arrive from now on.",
+)
+def alerts_tail(
+    broker: str | None, config_path: str | None, follow: bool, from_beginning: bool
+) -> None:
+    """Print one line per alert: time (UTC), severity, status, model/version, monitor, summary.
+
+    Without --follow, prints the alerts on the topic and exits. Messages
+    that are not alerts are reported as warnings on stderr.
+    """
+    from driftline.alerts_tail import tail
+
+    config = _with_broker(_load(config_path), broker)
+
+    def on_alert(alert: dict[str, Any], line: str) -> None:
+        color = {"firing": "red", "resolved": "green"}.get(alert.get("status"))  # type: ignore[arg-type]
+        click.secho(line, fg=color)
+
+    def on_unreadable(line: str) -> None:
+        click.secho(line, fg="yellow", err=True)
+
+    stats = _run(
+        tail(
+            config,
+            follow=follow,
+            from_beginning=from_beginning,
+            on_alert=on_alert,
+            on_unreadable=on_unreadable,
+        )
+    )
+    if not follow:
+        unreadable = f", {stats.unreadable} unreadable" if stats.unreadable else ""
+        click.echo(f"{stats.alerts} alert(s){unreadable} on {config.topics.alerts!r}", err=True)
 
 
 if __name__ == "__main__":

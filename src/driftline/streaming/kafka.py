@@ -77,10 +77,17 @@ async def _admin(config: Config, timeout: float) -> AIOKafkaAdminClient:
 async def partition_counts(
     config: Config, names: list[str], timeout: float = 10.0
 ) -> dict[str, int]:
-    """Partition count of each existing topic among ``names`` (missing ones are absent)."""
+    """Partition count of each existing topic among ``names`` (missing ones are absent).
+
+    Only topics that exist are described: a metadata request that names a
+    missing topic makes a broker with ``auto.create.topics.enable`` (the
+    default) create it, with the broker's default partition count.
+    """
     admin = await _admin(config, timeout)
     try:
-        described = await admin.describe_topics(names)
+        existing = set(await admin.list_topics())
+        wanted = [n for n in names if n in existing]
+        described = await admin.describe_topics(wanted) if wanted else []
     finally:
         await admin.close()
     out = {}
@@ -119,7 +126,10 @@ async def preflight(config: Config, timeout: float = 10.0) -> dict[str, int]:
 
     The join relies on a request's prediction and outcome landing on the
     same partition number, which holds only when both topics have the same
-    partition count and producers key both by request id.
+    partition count and producers key both by request id. The join table's
+    changelog has ``topics.partitions`` partitions, so the inputs may not
+    have more. Then makes sure the internal model-event topic exists (see
+    :func:`ensure_internal_topic`).
     """
     t = config.topics
     counts = await partition_counts(config, [t.predictions, t.outcomes], timeout)
@@ -136,4 +146,46 @@ async def preflight(config: Config, timeout: float = 10.0) -> dict[str, int]:
             " meet their predictions. Give both the same partition count and key both by"
             " request id."
         )
+    if counts[t.predictions] > t.partitions:
+        raise KafkaSetupError(
+            f"topics {t.predictions} and {t.outcomes} have {counts[t.predictions]} partitions,"
+            f" more than topics.partitions = {t.partitions}, the partition count of the join"
+            " table's changelog: the requests of the extra partitions could not be stored."
+            f" Set topics.partitions (DRIFTLINE_TOPICS__PARTITIONS) to {counts[t.predictions]}."
+        )
+    await ensure_internal_topic(config, timeout=timeout)
     return counts
+
+
+async def ensure_internal_topic(
+    config: Config, replication_factor: int = 1, timeout: float = 10.0
+) -> None:
+    """Create the internal model-event topic unless it exists; wait for its leaders.
+
+    Faust declares it too, but only just before its consumer subscribes: when
+    the broker's metadata does not list the new topic yet, the group leader
+    ignores it ("Ignoring missing topic") and the monitor agent gets no
+    partition until the next metadata refresh, minutes later.
+    """
+    name = config.model_events_topic
+    admin = await _admin(config, timeout)
+    try:
+        if name not in set(await admin.list_topics()):
+            response = await admin.create_topics(
+                [NewTopic(name, config.topics.partitions, replication_factor)]
+            )
+            for entry in response.topic_errors:
+                if entry[1] not in (0, TopicAlreadyExistsError.errno):
+                    raise KafkaSetupError(f"cannot create topic {name}: {entry}")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            described = await admin.describe_topics([name])
+            parts = [p for t in described if t.get("error_code") == 0 for p in t["partitions"]]
+            if parts and all(p.get("leader", -1) >= 0 for p in parts):
+                return
+            if loop.time() > deadline:
+                raise KafkaSetupError(f"topic {name} has no leader for every partition")
+            await asyncio.sleep(0.1)
+    finally:
+        await admin.close()
