@@ -186,6 +186,9 @@ def make_app(
         """Decode, join, and pass model events on, a batch of messages at a time."""
         j = state.join
         async for events in stream.take_events(ws.batch_size, within=ws.batch_within):
+            # Data is flowing: the idle-expiry timer must not advance event
+            # time while this batch (which may await sends) is in progress.
+            state.last_event_wall = time.monotonic()
             out: list[ModelEvent] = []
             for event in events:
                 msg = event.message
