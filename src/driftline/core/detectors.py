@@ -169,15 +169,23 @@ class LossDriftMonitor:
         m1, m2 = self.base_sum / n1, self.since_sum / n2
         v1 = max(self.base_sq / n1 - m1 * m1, 0.0)
         v2 = max(self.since_sq / n2 - m2 * m2, 0.0)
-        se = (v1 / n1 + v2 / n2) ** 0.5
+        # The larger variance for both sides: a short run of lucky outcomes
+        # (a 0% error baseline has zero variance) must not make ordinary
+        # noise look significant.
+        v = max(v1, v2)
+        se = (v / n1 + v / n2) ** 0.5
         return abs(diff) > _Z * se
 
     def _judge_suspect(self) -> Verdict | None:
         after = self.since_sum / self.since_n
         base = self.baseline
         self.last_baseline, self.last_recent = base, after
-        if self.base_n == 0:
-            self._rebase()
+        if self.base_n < len(self.recent):
+            # Too little healthy history to judge against (detectors such as
+            # DDM fire within their first hundred samples). Keep collecting;
+            # once a whole window has passed, it joins the baseline.
+            if self.since_n >= len(self.recent):
+                self._fold()
             return None
         margin = self.margin(base)
         if after > base + margin and self._clear(after - base):
@@ -191,12 +199,15 @@ class LossDriftMonitor:
             self._rebase()
             return "improved"
         if self.since_n >= len(self.recent):
-            # No material change once a whole window has passed: a false start.
-            self.suspect = False
-            self.base_sum += self.since_sum
-            self.base_sq += self.since_sq
-            self.base_n += self.since_n
+            self._fold()  # no material change once a whole window has passed: a false start
         return None
+
+    def _fold(self) -> None:
+        """End a suspicion without a verdict: its losses join the baseline."""
+        self.suspect = False
+        self.base_sum += self.since_sum
+        self.base_sq += self.since_sq
+        self.base_n += self.since_n
 
     def _judge_degraded(self) -> Verdict | None:
         base = self.baseline

@@ -85,3 +85,13 @@ def test_pickle_round_trip_continues_identically():
 def test_bad_detector_params_are_a_config_error():
     with pytest.raises(ConfigError, match="bad parameters"):
         make_detector("ADWIN", {"nonsense": 1})
+
+
+@pytest.mark.parametrize("name", ["DDM", "ADWIN", "EDDM"])
+def test_a_lucky_start_does_not_make_ordinary_errors_a_degradation(name):
+    """DDM fires within its first samples; a 0% baseline of 40 outcomes must not page."""
+    for seed in range(10):
+        rng = random.Random(seed)
+        losses = [0.0] * 40 + [float(rng.random() < 0.08) for _ in range(4000)]
+        mon = LossDriftMonitor(ConceptDriftConfig(detector=name))
+        assert "degraded" not in [v for _, v in verdicts(mon, losses)], seed
