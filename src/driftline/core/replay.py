@@ -26,7 +26,6 @@ from typing import IO, Any
 
 import orjson
 
-from driftline.core import replay_parallel
 from driftline.core.codec import RecordError, decode_line
 from driftline.core.config import Config
 from driftline.core.events import Outcome, Prediction
@@ -148,21 +147,11 @@ def replay(
     on_alert: Callable[[Alert], None] | None = None,
     on_error: Callable[[LineError], None] | None = None,
     keep_errors: int = 1000,
-    parallel: bool | None = None,
 ) -> ReplayResult:
-    """Replay JSON Lines files; see the module docstring.
-
-    ``parallel``: run the monitors in a second process when the input is in
-    event-time order (``None``: when a second core and enough input make it
-    worth it). The result is the same either way.
-    """
+    """Replay JSON Lines files; see the module docstring."""
     result = ReplayResult()
-    reported: set[tuple[str, int]] = set()
 
     def note(err: LineError) -> None:
-        if (err.file, err.line) in reported:
-            return
-        reported.add((err.file, err.line))
         if len(result.errors) < keep_errors:
             result.errors.append(err)
         if on_error is not None:
@@ -175,10 +164,6 @@ def replay(
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        if parallel is None:
-            parallel = replay_parallel.worth_it(files)
-        if parallel and _replay_two_processes(files, config, result, note, on_alert):
-            return result
         records, result.error_count = read_records(files, config, note)
         result.records = len(records)
         pipe, result.alerts = run(records, config, on_alert)
@@ -188,25 +173,6 @@ def replay(
     result.models = pipe.status()
     result.orphan_outcomes = pipe.monitors.orphan_outcomes
     return result
-
-
-def _replay_two_processes(
-    files: list[Path],
-    config: Config,
-    result: ReplayResult,
-    note: Callable[[LineError], None],
-    on_alert: Callable[[Alert], None] | None,
-) -> bool:
-    """Try the streaming two-process replay; False if the input is not time-ordered."""
-    errors = _Counter()
-    got = replay_parallel.replay_streaming(
-        files, config, lambda path: iter_records(path, config, note, errors), on_alert
-    )
-    if got is None:
-        return False  # the sorted replay runs next; `note` drops repeated reports
-    result.alerts, result.models, result.records, result.orphan_outcomes = got
-    result.error_count = errors.n
-    return True
 
 
 def encode_alert(alert: Alert) -> bytes:
