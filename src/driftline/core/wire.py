@@ -107,6 +107,33 @@ def encode_batch(events: list[ModelEvent]) -> bytes:
     return orjson.dumps([_encode(e) for e in events])
 
 
+def encode_batches(events: list[ModelEvent], max_bytes: int = 512 * 1024) -> list[bytes]:
+    """``events`` in order, in as few messages as fit under ``max_bytes`` each.
+
+    A Kafka broker refuses messages over 1 MiB by default, and a batch of
+    predictions with many features passes that easily. An event that alone
+    exceeds ``max_bytes`` still gets a message of its own.
+
+    >>> from driftline.core.events import Duplicate
+    >>> evs = [Duplicate("m", "v", "outcome", float(i)) for i in range(100)]
+    >>> [len(decode_batch(m)) for m in encode_batches(evs, max_bytes=1000)]
+    [34, 34, 32]
+    """
+    items = [orjson.dumps(_encode(e)) for e in events]
+    out: list[bytes] = []
+    chunk: list[bytes] = []
+    size = 2
+    for item in items:
+        if chunk and size + len(item) + 1 > max_bytes:
+            out.append(b"[" + b",".join(chunk) + b"]")
+            chunk, size = [], 2
+        chunk.append(item)
+        size += len(item) + 1
+    if chunk:
+        out.append(b"[" + b",".join(chunk) + b"]")
+    return out
+
+
 def _decode(item: Any) -> ModelEvent:
     tag = item[0]
     if tag == "p":

@@ -35,8 +35,9 @@ from driftline.core.config import Config
 from driftline.core.events import ModelEvent, Prediction, Rejected
 from driftline.core.join import JoinBuffer
 from driftline.core.monitor import MonitorSet
-from driftline.core.wire import WireError, decode_batch, encode_batch
+from driftline.core.wire import WireError, decode_batch, encode_batches
 from driftline.streaming.deadletter import DeadLetter, dead_letter
+from driftline.streaming.fetchwait import shorten_fetch_wait
 from driftline.streaming.joinstore import ChangelogDict, ChangelogWriter, changelog_topic_config
 from driftline.streaming.kafka import bootstrap_servers
 
@@ -94,6 +95,7 @@ def make_app(
 ) -> tuple[faust.App, WorkerState]:
     """Build the Faust app for ``config``; return it with its shared state."""
     ws = settings or WorkerSettings()
+    shorten_fetch_wait()
     topics = config.topics
     app = faust.App(
         config.app_id,
@@ -179,7 +181,9 @@ def make_app(
             model = ev.prediction.model_id if hasattr(ev, "prediction") else ev.model_id  # type: ignore[union-attr]
             by_model.setdefault(model or "", []).append(ev)
         for model, evs in by_model.items():
-            await model_events.send(key=model.encode(), value=encode_batch(evs))
+            key = model.encode()
+            for value in encode_batches(evs):  # each under the broker's message size limit
+                await model_events.send(key=key, value=value)
 
     @app.agent(inputs)
     async def join(stream: Any) -> None:

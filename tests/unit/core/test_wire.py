@@ -2,10 +2,17 @@ import pytest
 
 from driftline.core.codec import decode_line
 from driftline.core.config import load_config
-from driftline.core.events import Duplicate, LateOutcome, OrphanOutcome, Prediction, Rejected
+from driftline.core.events import (
+    Duplicate,
+    LateOutcome,
+    OrphanOutcome,
+    Prediction,
+    PredictionSeen,
+    Rejected,
+)
 from driftline.core.join import JoinBuffer
 from driftline.core.monitor import MonitorSet
-from driftline.core.wire import WireError, decode_batch, encode_batch
+from driftline.core.wire import WireError, decode_batch, encode_batch, encode_batches
 from driftline.scenarios import generate
 
 
@@ -46,3 +53,15 @@ def test_bookkeeping_events_round_trip():
 def test_foreign_messages_are_a_wire_error(raw):
     with pytest.raises(WireError):
         decode_batch(raw)
+
+
+def test_big_batches_are_split_under_the_size_limit_in_order():
+    feats = {f"feature_{i:03d}": i * 1.5 for i in range(200)}
+    evs = [
+        PredictionSeen(Prediction(f"r{i}", "m", 1, float(i), features=feats)) for i in range(500)
+    ]
+    messages = encode_batches(evs, max_bytes=64 * 1024)
+    assert len(messages) > 1
+    assert all(len(m) <= 64 * 1024 for m in messages)
+    back = [ev for m in messages for ev in decode_batch(m)]
+    assert back == evs
