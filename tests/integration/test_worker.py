@@ -360,11 +360,15 @@ async def test_a_batched_message_with_one_bad_record(kafka_bootstrap, topic_fact
         # meet them (a batch has no single request id to key it by).
         md_p = await producer.send(topics.predictions, preds, key=b"batch-1", partition=1)
         md_o = await producer.send(topics.outcomes, outs, key=b"batch-1", partition=1)
-        models = await worker.wait_models({"batchy": {"predictions": 4, "joined": 3}})
+        models = await worker.wait_models(
+            {"batchy": {"predictions": 4, "joined": 3, "dead_letters": 1}}
+        )
         dead = await consume(kafka_bootstrap, topics.dead_letter, expected=2)
 
     batchy = models["batchy"]
     assert (batchy["duplicates"], batchy["expired"], batchy["late"]) == (0, 0, 0)
+    # The refused prediction names its model; the refused outcome names none.
+    assert batchy["dead_letters"] == 1
     assert batchy["metrics"]["accuracy"] == pytest.approx(2 / 3)  # b-0 wrong; b-1, b-4 right
     assert len(dead) == 2
     got = {m.value: headers_of(m) for m in dead}

@@ -30,7 +30,7 @@ import faust
 import orjson
 from faust.types import TP
 
-from driftline.core.codec import decode_message
+from driftline.core.codec import RecordError, decode_message
 from driftline.core.config import Config
 from driftline.core.events import ModelEvent, Prediction, Rejected
 from driftline.core.join import JoinBuffer
@@ -75,19 +75,42 @@ class WorkerState:
     ready: bool = False
 
 
-def _model_of(value: bytes | None) -> tuple[str, str] | None:
-    """The model a malformed record names, if it names one plainly."""
-    if not value or len(value) > 65536:
-        return None
-    try:
-        obj = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return None
+def _named_model(obj: object) -> tuple[str, str] | None:
     if isinstance(obj, dict):
         model, version = obj.get("model_id"), obj.get("model_version") or "unversioned"
         if isinstance(model, str) and 0 < len(model) <= 128 and isinstance(version, str):
             return (model, version[:128])
     return None
+
+
+def refused_models(value: bytes | None, errors: list[RecordError]) -> list[tuple[str, str]]:
+    """The model named by each refused record that plainly names one.
+
+    Feeds the per-model ``dead_letters`` count of ``/models``. A message
+    that is not JSON names no model; in a batched message each refused
+    element is looked at on its own.
+
+    >>> refused_models(b'[{"model_id": "m"}, {"model_id": 7}]',
+    ...                [RecordError("x", index=0), RecordError("y", index=1)])
+    [('m', 'unversioned')]
+    """
+    if not value or len(value) > 4 * 1024 * 1024:
+        return []
+    try:
+        obj = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return []
+    found = []
+    for err in errors:
+        if err.index is None:
+            target = obj
+        elif isinstance(obj, list) and 0 <= err.index < len(obj):
+            target = obj[err.index]
+        else:
+            continue
+        if named := _named_model(target):
+            found.append(named)
+    return found
 
 
 def make_app(
@@ -210,8 +233,8 @@ def make_app(
                         errors=errors,
                     )
                     await send_dead(dl, msg.topic)
-                    if not records and (named := _model_of(msg.value)):
-                        out.append(Rejected(named[0], named[1], msg.timestamp or 0.0))
+                    for model, version in refused_models(msg.value, errors):
+                        out.append(Rejected(model, version, msg.timestamp or 0.0))
                 j.partition = msg.partition
                 for rec in records:
                     if type(rec) is Prediction:
