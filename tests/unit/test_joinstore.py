@@ -60,6 +60,7 @@ def test_restore_keeps_only_assigned_partitions():
     for part, rid in ((0, "a"), (1, "b")):
         join.partition = part
         join.add_prediction(Prediction(rid, "m", 1, 0.0))
+    store.take()  # the worker takes the changes at the end of every batch
     fresh = ChangelogDict(table)
     assert fresh.restore({1}) == 1
     assert list(fresh) == ["b"]

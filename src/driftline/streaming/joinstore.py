@@ -67,14 +67,11 @@ class ChangelogDict(dict[str, Entry]):
         super().__init__()
         self.table = table
         self.writes = 0
-        self._pending: dict[bytes, tuple[int, bytes | None]] = {}
+        self._dirty: dict[str, Entry] = {}
 
     def __setitem__(self, key: str, entry: Entry) -> None:
         super().__setitem__(key, entry)
-        raw = encode_entry(entry)
-        k = key.encode()
-        self.table.data[k] = raw
-        self._pending[k] = (entry.partition, raw)
+        self._dirty[key] = entry  # encoded once, at take(), whatever happens meanwhile
 
     def __delitem__(self, key: str) -> None:
         # The join only deletes a tombstone whose last write is at least one
@@ -83,19 +80,30 @@ class ChangelogDict(dict[str, Entry]):
         # finds it forgets it at the first watermark move. One write saved
         # per request.
         self.pop(key)
-        k = key.encode()
-        self.table.data.pop(k, None)
-        self._pending.pop(k, None)
+        self.table.data.pop(key.encode(), None)
+        self._dirty.pop(key, None)
 
     def take(self) -> dict[bytes, tuple[int, bytes | None]]:
-        """The queued changes (key -> (partition, value or None)); the queue empties."""
-        pending, self._pending = self._pending, {}
-        self.writes += len(pending)
-        return pending
+        """The changes since the last call (key -> (partition, value)); the queue empties.
+
+        The table's local data is updated here too, so a rebalance that
+        keeps a partition restores it from there.
+        """
+        dirty, self._dirty = self._dirty, {}
+        data = self.table.data
+        out: dict[bytes, tuple[int, bytes | None]] = {}
+        for key, entry in dirty.items():
+            raw = encode_entry(entry)
+            k = key.encode()
+            data[k] = raw
+            out[k] = (entry.partition, raw)
+        self.writes += len(out)
+        return out
 
     def restore(self, partitions: set[int]) -> int:
         """Reload from the table's store, keeping only ``partitions``; return the count."""
         self.clear()
+        self._dirty = {}
         put = super().__setitem__
         stale = []
         for k, raw in list(self.table.data.items()):
