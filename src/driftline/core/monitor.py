@@ -357,15 +357,20 @@ class ModelMonitor:
         if active:
             names = ", ".join(f"{r.name} (PSI {r.psi:.2f})" for r in drifted[:5])
             more = f" and {len(drifted) - 5} more" if len(drifted) > 5 else ""
-            if monitor == "prediction_drift":
-                head = f"{drifted[0].name} distribution shifted"
-            else:
-                head = f"{len(drifted)} of {tested} {what}s drifted: {names}{more};"
-            summary = (
-                f"{self.model_id} {self.model_version}: {head} over the last "
-                f"{check.window_events} predictions vs the first {check.reference_events}"
-                f" (PSI {check.max_psi:.2f}, threshold {cfg.psi_threshold:g})"
+            span = (
+                f"over the last {check.window_events} predictions vs the first"
+                f" {check.reference_events}"
             )
+            if monitor == "prediction_drift":
+                summary = (
+                    f"{self.model_id} {self.model_version}: {drifted[0].name} distribution"
+                    f" shifted {span} (PSI {check.max_psi:.2f}, threshold {cfg.psi_threshold:g})"
+                )
+            else:
+                summary = (
+                    f"{self.model_id} {self.model_version}: {len(drifted)} of {tested} {what}s"
+                    f" drifted {span}: {names}{more}; PSI threshold {cfg.psi_threshold:g}"
+                )
         else:
             summary = (
                 f"{self.model_id} {self.model_version}: {what} distributions match the"
