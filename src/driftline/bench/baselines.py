@@ -49,6 +49,8 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer
 
+from driftline.bench import per_second
+
 __all__ = [
     "FAUST_SETTINGS",
     "Rate",
@@ -100,16 +102,16 @@ class Rate:
 
     @property
     def messages_per_second(self) -> float:
-        return self.messages / self.seconds if self.seconds > 0 else float("inf")
+        return per_second(self.messages, self.seconds)
 
     @property
     def records_per_second(self) -> float:
-        return self.records / self.seconds if self.seconds > 0 else float("inf")
+        return per_second(self.records, self.seconds)
 
     @property
     def messages_per_cpu_second(self) -> float:
         """Throughput per CPU-second: robust to other load on the machine."""
-        return self.messages / self.cpu_seconds if self.cpu_seconds > 0 else float("inf")
+        return per_second(self.messages, self.cpu_seconds)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -33,6 +33,8 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from driftline.bench import per_second
+
 __all__ = ["PairFactory", "ProduceStats", "encode_pairs", "preproduce"]
 
 PENDING_FUTURES = 20_000
@@ -77,11 +79,11 @@ class ProduceStats:
 
     @property
     def messages_per_second(self) -> float:
-        return self.messages / self.seconds if self.seconds > 0 else float("inf")
+        return per_second(self.messages, self.seconds)
 
     @property
     def records_per_second(self) -> float:
-        return self.records / self.seconds if self.seconds > 0 else float("inf")
+        return per_second(self.records, self.seconds)
 
 
 class PairFactory:

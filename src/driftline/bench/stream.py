@@ -70,6 +70,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from driftline.bench import per_second
 from driftline.bench.baselines import Rate, bare_faust_rate_async, raw_aiokafka_rate
 from driftline.bench.produce import PairFactory, ProduceStats, preproduce
 from driftline.core.config import Config, load_config
@@ -153,19 +154,19 @@ class WorkerRun:
 
     @property
     def pairs_per_second(self) -> float:
-        return self.pairs / self.seconds if self.seconds > 0 else float("inf")
+        return per_second(self.pairs, self.seconds)
 
     @property
     def messages_per_second(self) -> float:
-        return self.messages / self.seconds if self.seconds > 0 else float("inf")
+        return per_second(self.messages, self.seconds)
 
     @property
     def records_per_second(self) -> float:
-        return self.records / self.seconds if self.seconds > 0 else float("inf")
+        return per_second(self.records, self.seconds)
 
     @property
     def pairs_per_cpu_second(self) -> float:
-        return self.pairs / self.cpu_seconds if self.cpu_seconds > 0 else float("inf")
+        return per_second(self.pairs, self.cpu_seconds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,7 +237,7 @@ class LatencyResult:
 
     @property
     def achieved_rate(self) -> float:
-        return self.sent / self.send_seconds if self.send_seconds > 0 else float("inf")
+        return per_second(self.sent, self.send_seconds)
 
     def pct(self, which: str, q: float) -> float:
         return _percentile(sorted(getattr(self, which)), q)

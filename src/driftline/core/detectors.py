@@ -108,7 +108,6 @@ class LossDriftMonitor:
         self.degraded = False
         self.since_sum = 0.0
         self.since_n = 0
-        self.detected_at = 0
         self.recent: list[float] = [0.0] * cfg.recent_window
         self.recent_sum = 0.0
         self.last_baseline = 0.0
@@ -145,7 +144,6 @@ class LossDriftMonitor:
                 self.suspect = True
                 self.since_sum = self.since_sq = 0.0
                 self.since_n = 0
-                self.detected_at = self.n
                 self.detected_time = event_time
         if self.suspect:
             self.since_sum += loss

@@ -199,12 +199,9 @@ class ModelMonitor:
             verdict = self.loss.update(loss, t)
             if verdict is not None:
                 out = self._concept_alert(verdict, t)
-        # Label coverage, inlined: it runs on every outcome.
-        self.coverage.update(1.0)
-        self.coverage_times.append(t)
-        self.resolutions += 1
-        if self.resolutions % _TICK == 0:
-            out = out + self._check_coverage(t)
+        covered = self._resolved_one(1.0, t)
+        if covered:
+            out = out + covered
         if self.joined % _TICK == 0:
             out = out + self._check_thresholds(t)
         return out

@@ -39,12 +39,6 @@ class Pipeline:
             out.extend(handle(ev))
         return out
 
-    def advance(self, watermark: float) -> list[Alert]:
-        out: list[Alert] = []
-        for ev in self.join.advance(watermark):
-            out.extend(self.monitors.handle(ev))
-        return out
-
     def pending_by_model(self) -> dict[tuple[str, str], int]:
         """Predictions still waiting for their outcome, per model version."""
         counts: dict[tuple[str, str], int] = {}

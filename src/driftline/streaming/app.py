@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -69,9 +69,6 @@ class WorkerState:
     monitors: MonitorSet
     last_event_wall: float = 0.0
     dead_letters: int = 0
-    dead_letters_by_topic: dict[str, int] = field(default_factory=dict)
-    alerts_sent: int = 0
-    model_partitions: dict[tuple[str, str], int] = field(default_factory=dict)
     ready: bool = False
 
 
@@ -190,7 +187,6 @@ def make_app(
 
     async def send_dead(dl: DeadLetter, source: str) -> None:
         state.dead_letters += 1
-        state.dead_letters_by_topic[source] = state.dead_letters_by_topic.get(source, 0) + 1
         await dead_topic.send(key=dl.key, value=dl.value, headers=dl.headers)
 
     async def commit_join_changes() -> None:
@@ -289,7 +285,6 @@ def make_app(
             for ev in evs:
                 for alert in mons.handle(ev):
                     alert["emitted_at"] = time.time()
-                    state.alerts_sent += 1
                     await alerts_topic.send(
                         key=alert["dedup_key"].encode(), value=orjson.dumps(alert)
                     )
