@@ -94,6 +94,10 @@ class LossDriftMonitor:
         self.detector = make_detector(name, cfg.params)
         self.binary_input = name in BINARY_ONLY
         self.feed_correct = name in _FEED_CORRECT
+        # river's ADWIN.update is a Python shim around its Rust window; the
+        # shim and the drift_detected property cost more than the window
+        # itself, so ADWIN (the default) is driven as the shim would drive it.
+        self.adwin = type(self.detector) is drift.ADWIN and hasattr(self.detector, "_helper")
         self.n = 0
         self.detections = 0
         self.improvements = 0
@@ -134,11 +138,17 @@ class LossDriftMonitor:
         if self.n % (w * 20) == 0:
             self.recent_sum = sum(self.recent)  # keep float error from piling up
         det = self.detector
-        if self.feed_correct:
-            det.update(int(not loss))
+        if self.adwin:
+            if det._drift_detected:
+                det._reset()
+            drifted = det._drift_detected = det._helper.update(loss)
         else:
-            det.update(bool(loss) if self.binary_input else loss)
-        if det.drift_detected:
+            if self.feed_correct:
+                det.update(int(not loss))
+            else:
+                det.update(bool(loss) if self.binary_input else loss)
+            drifted = det.drift_detected
+        if drifted:
             self.detections += 1
             if not self.degraded and not self.suspect:
                 self.suspect = True

@@ -32,6 +32,7 @@ state and :meth:`JoinBuffer.rebuild_index` recreates it from the mapping.
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 
@@ -94,6 +95,11 @@ class JoinBuffer:
         # entry to the changelog partition of its request.
         self.partition = 0
         self._max_time = float("-inf")
+        # The expiry index: (deadline, request id) pairs, soonest first. Records
+        # mostly come in event-time order, so most deadlines come in order too:
+        # those queue in a FIFO (O(1) each way), the rest in a heap; expiry pops
+        # the smaller head of the two, which is the order one heap would give.
+        self._fifo: deque[tuple[float, str]] = deque()
         self._heap: list[tuple[float, str]] = []
         if store is not None:
             self.rebuild_index()
@@ -107,21 +113,34 @@ class JoinBuffer:
 
     def rebuild_index(self) -> None:
         """Recreate the expiry index from the store (after a restore)."""
+        self._fifo.clear()
         self._heap = [(e.deadline, rid) for rid, e in self.store.items()]
         heapq.heapify(self._heap)
 
     def _put(self, rid: str, entry: Entry, partition: int | None = None) -> None:
         entry.partition = self.partition if partition is None else partition
         self.store[rid] = entry
-        heapq.heappush(self._heap, (entry.deadline, rid))
+        self._index(entry.deadline, rid)
+
+    def _index(self, deadline: float, rid: str) -> None:
+        item = (deadline, rid)
+        fifo = self._fifo
+        if not fifo or item >= fifo[-1]:
+            fifo.append(item)
+        else:
+            heapq.heappush(self._heap, item)
 
     def add_prediction(self, p: Prediction) -> list[ModelEvent]:
         """Take a prediction; return the model events it causes."""
         rid = p.request_id
-        entry = self.store.get(rid)
+        store = self.store
+        entry = store.get(rid)
         out: list[ModelEvent]
         if entry is None:
-            self._put(rid, Entry(WAITING_PREDICTION, p.event_time + self.ttl, prediction=p))
+            # The common case, inlined: this runs once per prediction.
+            deadline = p.event_time + self.ttl
+            store[rid] = Entry(WAITING_PREDICTION, deadline, p, None, None, None, 0, self.partition)
+            self._index(deadline, rid)
             out = [PredictionSeen(p)]
         elif entry.state == WAITING_OUTCOME and p.event_time - entry.deadline > 0:
             # The outcome had given up waiting before this prediction's time:
@@ -148,9 +167,10 @@ class JoinBuffer:
             out.extend([dup] * entry.extra_outcomes)
         else:
             out = [Duplicate(p.model_id, p.model_version, "prediction", p.event_time)]
-        due = self._observe(p.event_time)
-        if due:
-            out.extend(due)
+        if p.event_time > self._max_time:
+            due = self._observe(p.event_time)
+            if due:
+                out.extend(due)
         return out
 
     def add_outcome(self, o: Outcome) -> list[ModelEvent]:
@@ -170,10 +190,15 @@ class JoinBuffer:
             # An outcome from more than a TTL before its prediction: it gave up.
             out = [OrphanOutcome(o.model_id, o.event_time + self.ttl)]
         elif entry.state == WAITING_PREDICTION:
+            # The common case, inlined: this runs once per joined pair.
             p = entry.prediction
             assert p is not None
-            done = max(p.event_time, o.event_time) + self.ttl
-            self._put(rid, Entry(DONE_JOINED, done, None, None, p.model_id, p.model_version))
+            pt, ot = p.event_time, o.event_time
+            done = (ot if ot > pt else pt) + self.ttl
+            self.store[rid] = Entry(
+                DONE_JOINED, done, None, None, p.model_id, p.model_version, 0, self.partition
+            )
+            self._index(done, rid)
             out = [Joined(p, o)]
         elif entry.state == DONE_EXPIRED:
             assert entry.model_id is not None and entry.model_version is not None
@@ -191,9 +216,10 @@ class JoinBuffer:
             entry.extra_outcomes += 1
             self.store[rid] = entry  # write back: the store may be a changelogged table
             out = []
-        due = self._observe(o.event_time)
-        if due:
-            out.extend(due)
+        if o.event_time > self._max_time:
+            due = self._observe(o.event_time)
+            if due:
+                out.extend(due)
         return out
 
     def _expire_late(self, rid: str, p: Prediction, o: Outcome) -> list[ModelEvent]:
@@ -208,8 +234,8 @@ class JoinBuffer:
         if event_time > self._max_time:
             self._max_time = event_time
             watermark = event_time - self.lateness
-            heap = self._heap
-            if heap and heap[0][0] < watermark:
+            heap, fifo = self._heap, self._fifo
+            if (fifo and fifo[0][0] < watermark) or (heap and heap[0][0] < watermark):
                 return self.advance(watermark)
             if watermark > self.watermark:
                 self.watermark = watermark
@@ -225,10 +251,15 @@ class JoinBuffer:
             return []
         self.watermark = watermark
         out: list[ModelEvent] = []
-        heap = self._heap
+        heap, fifo = self._heap, self._fifo
         store = self.store
-        while heap and heap[0][0] < watermark:
-            deadline, rid = heapq.heappop(heap)
+        while True:
+            if fifo and fifo[0][0] < watermark and (not heap or fifo[0] <= heap[0]):
+                deadline, rid = fifo.popleft()
+            elif heap and heap[0][0] < watermark:
+                deadline, rid = heapq.heappop(heap)
+            else:
+                break
             entry = store.get(rid)
             if entry is None or entry.deadline != deadline:
                 continue  # stale index entry: the request moved on since

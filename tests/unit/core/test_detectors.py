@@ -2,6 +2,7 @@ import pickle
 import random
 
 import pytest
+from river import drift
 
 from driftline.core.config import DETECTORS, ConceptDriftConfig, ConfigError
 from driftline.core.detectors import LossDriftMonitor, make_detector
@@ -95,3 +96,23 @@ def test_a_lucky_start_does_not_make_ordinary_errors_a_degradation(name):
         losses = [0.0] * 40 + [float(rng.random() < 0.08) for _ in range(4000)]
         mon = LossDriftMonitor(ConceptDriftConfig(detector=name))
         assert "degraded" not in [v for _, v in verdicts(mon, losses)], seed
+
+
+def test_adwin_driven_directly_detects_exactly_where_river_does():
+    # The monitor bypasses ADWIN's Python shim; it must see the same drifts.
+    rng = random.Random(7)
+    losses = [float(rng.random() < (0.1 if i < 3000 else 0.4)) for i in range(6000)]
+    mon = LossDriftMonitor(ConceptDriftConfig(detector="ADWIN"))
+    assert mon.adwin
+    reference = drift.ADWIN()
+    ours, theirs = [], []
+    for i, x in enumerate(losses):
+        mon.update(x, float(i))
+        reference.update(x)
+        if mon.detector.drift_detected:
+            ours.append(i)
+        if reference.drift_detected:
+            theirs.append(i)
+    assert theirs, "the stream must contain a drift for this test to mean anything"
+    assert ours == theirs
+    assert mon.detections == len(theirs)
