@@ -118,8 +118,14 @@ def run(
     records: list[Prediction | Outcome],
     config: Config,
     on_alert: Callable[[Alert], None] | None = None,
+    on_event: Callable[[ModelEvent, list[Alert]], None] | None = None,
 ) -> tuple[Pipeline, list[Alert]]:
-    """Feed records, sorted by event time, through a fresh pipeline."""
+    """Feed records, sorted by event time, through a fresh pipeline.
+
+    ``on_event``, if given, sees every model event after the monitors, with
+    the alerts it caused (e.g. :class:`driftline.report.Timeline`); it must
+    not change either.
+    """
     records.sort(key=attrgetter("event_time"))
     pipe = Pipeline(config)
     alerts: list[Alert] = []
@@ -128,6 +134,8 @@ def run(
     add_prediction = pipe.join.add_prediction
     add_outcome = pipe.join.add_outcome
     handle = pipe.monitors.handle
+    if on_event is not None:  # wrapped once, here: the loop below stays as it is
+        handle = _tap(handle, on_event)
     # Two passes, all joins then all monitors, rather than one interleaved
     # loop: each keeps its own data hot in the CPU caches (82k against 77k
     # events/s on 1M events here). The events and their order are the same.
@@ -145,12 +153,27 @@ def run(
     return pipe, alerts
 
 
+def _tap(
+    handle: Callable[[ModelEvent], list[Alert]],
+    on_event: Callable[[ModelEvent, list[Alert]], None],
+) -> Callable[[ModelEvent], list[Alert]]:
+    """``handle`` that also shows each event and its alerts to ``on_event``."""
+
+    def tapped(ev: ModelEvent) -> list[Alert]:
+        found = handle(ev)
+        on_event(ev, found)
+        return found
+
+    return tapped
+
+
 def replay(
     paths: Iterable[str | Path],
     config: Config,
     *,
     on_alert: Callable[[Alert], None] | None = None,
     on_error: Callable[[LineError], None] | None = None,
+    on_event: Callable[[ModelEvent, list[Alert]], None] | None = None,
     keep_errors: int = 1000,
 ) -> ReplayResult:
     """Replay JSON Lines files; see the module docstring."""
@@ -171,7 +194,7 @@ def replay(
     try:
         records, result.error_count = read_records(files, config, note)
         result.records = len(records)
-        pipe, result.alerts = run(records, config, on_alert)
+        pipe, result.alerts = run(records, config, on_alert, on_event)
     finally:
         if was_enabled:
             gc.enable()
