@@ -119,7 +119,11 @@ def encode_batches(events: list[ModelEvent], max_bytes: int = 512 * 1024) -> lis
     >>> [len(decode_batch(m)) for m in encode_batches(evs, max_bytes=1000)]
     [34, 34, 32]
     """
-    items = [orjson.dumps(_encode(e)) for e in events]
+    encoded = [_encode(e) for e in events]
+    whole = orjson.dumps(encoded)
+    if len(whole) <= max_bytes:  # the usual case: one message, one dumps call
+        return [whole] if events else []
+    items = [orjson.dumps(item) for item in encoded]
     out: list[bytes] = []
     chunk: list[bytes] = []
     size = 2

@@ -182,3 +182,53 @@ def test_detector_is_selectable_by_config(tmp_path, detector):
     r = run_scenario(tmp_path, "abrupt", models=1, events=6000, change_at=3000, seed=3, config=cfg)
     (alert,) = firing(r, "concept_drift")
     assert alert["evidence"]["detector"] == detector
+
+
+@pytest.mark.parametrize("jobs", [2, 3])
+def test_several_processes_give_exactly_the_single_process_result(tmp_path, jobs):
+    # Several models drifting at different times, malformed lines, missing
+    # labels: the merged alerts must be the single process's, in its order.
+    path = tmp_path / "x.jsonl"
+    records = generate("covid", models=5, events=4000, change_at=1500, seed=2, missing_labels=0.6)
+    write_jsonl(path, records)
+    with path.open("a") as fh:
+        fh.write('{"request_id": "bad"\n')
+    seen_alerts: list[bytes] = []
+    errors: list[str] = []
+    cfg = load_config(text="label_ttl = '10m'", env={})  # labels missing: coverage pages
+    one = replay([path], cfg, jobs=1)
+    many = replay(
+        [path],
+        cfg,
+        jobs=jobs,
+        on_alert=lambda a: seen_alerts.append(orjson.dumps(a)),
+        on_error=lambda e: errors.append(str(e)),
+    )
+    expected = [orjson.dumps(a) for a in one.alerts]
+    assert len({a["model_id"] for a in one.alerts}) >= 2, "alerts from several models"
+    assert [orjson.dumps(a) for a in many.alerts] == expected
+    assert seen_alerts == expected
+    assert orjson.dumps(many.models) == orjson.dumps(one.models)
+    assert (many.records, many.error_count, many.orphan_outcomes) == (
+        one.records,
+        one.error_count,
+        one.orphan_outcomes,
+    )
+    assert len(errors) == 1  # reported once, not once per process
+
+
+def test_a_failing_replay_process_is_an_error_not_a_silent_loss(tmp_path, monkeypatch):
+    from driftline.core import replay as replay_module
+
+    path = tmp_path / "x.jsonl"
+    write_jsonl(path, generate("stable", models=2, events=500, seed=1))
+    real_run = replay_module.run
+
+    def run_failing_in_the_child(records, config, *args, shard=None, **kw):
+        if shard is not None and shard[0] != 0:
+            raise MemoryError("simulated")
+        return real_run(records, config, *args, shard=shard, **kw)
+
+    monkeypatch.setattr(replay_module, "run", run_failing_in_the_child)
+    with pytest.raises(RuntimeError, match="MemoryError: simulated"):
+        replay([path], CFG, jobs=2)
