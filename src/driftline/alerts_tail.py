@@ -29,11 +29,15 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
 
 from driftline.core.config import Config
 from driftline.simulate import CONNECT_TIMEOUT, StopOnSignals, topic_partitions
-from driftline.streaming.kafka import KafkaSetupError, bootstrap_servers
+from driftline.streaming.kafka import (
+    KafkaSetupError,
+    aiokafka_auth,
+    bootstrap_servers,
+    start_client,
+)
 
 __all__ = [
     "TailStats",
@@ -175,7 +179,7 @@ async def tail(
     """
     topic = config.topics.alerts
     servers = bootstrap_servers(config.broker)
-    counts = await topic_partitions(config.broker, [topic])
+    counts = await topic_partitions(config.broker, [topic], security=config.security)
     if topic not in counts:
         raise KafkaSetupError(
             f"topic {topic!r} does not exist at {servers}; run `driftline topics create`"
@@ -186,13 +190,9 @@ async def tail(
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest" if from_beginning else "latest",
+        **aiokafka_auth(config.security),
     )
-    try:
-        await asyncio.wait_for(consumer.start(), CONNECT_TIMEOUT)
-    except (TimeoutError, KafkaError, OSError) as exc:
-        with contextlib.suppress(Exception):
-            await consumer.stop()
-        raise KafkaSetupError(f"cannot reach Kafka at {servers}: {exc or 'timed out'}") from None
+    await start_client(consumer, config.security, servers, CONNECT_TIMEOUT)
     stats = TailStats()
     try:
         with StopOnSignals(handle_signals) as stop:

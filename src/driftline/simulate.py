@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import math
 import secrets
 import signal
@@ -50,8 +49,13 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
-from driftline.core.config import Config
-from driftline.streaming.kafka import KafkaSetupError, bootstrap_servers
+from driftline.core.config import Config, SecurityConfig
+from driftline.streaming.kafka import (
+    KafkaSetupError,
+    aiokafka_auth,
+    bootstrap_servers,
+    start_client,
+)
 
 if TYPE_CHECKING:  # scenarios pulls in river and numpy: import it only to simulate
     from driftline.scenarios import ScenarioInfo
@@ -247,20 +251,12 @@ def make_plan(
 # Kafka
 
 
-@contextlib.contextmanager
-def _quiet(logger: str) -> Iterator[None]:
-    """Silence a library's logger for a moment (restored afterwards)."""
-    log = logging.getLogger(logger)
-    level = log.level
-    log.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        log.setLevel(level)
-
-
 async def topic_partitions(
-    broker: str, names: list[str], timeout: float = CONNECT_TIMEOUT
+    broker: str,
+    names: list[str],
+    timeout: float = CONNECT_TIMEOUT,
+    *,
+    security: SecurityConfig | None = None,
 ) -> dict[str, int]:
     """Partition counts of the topics among ``names`` that exist (missing ones are absent).
 
@@ -268,21 +264,16 @@ async def topic_partitions(
     topic makes a broker with ``auto.create.topics.enable`` (the default,
     and the local one) create it with one partition, which would break
     co-partitioning for good instead of failing with a useful message.
+    ``security``: the ``[security]`` settings to connect with (default: none).
     """
+    security = security or SecurityConfig()
     servers = bootstrap_servers(broker)
-    admin = AIOKafkaAdminClient(bootstrap_servers=servers, request_timeout_ms=int(timeout * 1000))
-    try:
-        # aiokafka logs each failed connection attempt; the error below says it once.
-        with _quiet("aiokafka"):
-            await asyncio.wait_for(admin.start(), timeout)
-    except (TimeoutError, KafkaError, OSError) as exc:
-        with contextlib.suppress(Exception):
-            await admin.close()
-        raise KafkaSetupError(
-            f"cannot reach Kafka at {servers} ({exc or 'timed out'});"
-            " check --broker / DRIFTLINE_BROKER and that the broker is up"
-            " (scripts/kafka-local start runs one locally)"
-        ) from None
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=servers,
+        request_timeout_ms=int(timeout * 1000),
+        **aiokafka_auth(security),
+    )
+    await start_client(admin, security, servers, timeout)
     try:
         existing = set(await admin.list_topics())
         wanted = [n for n in dict.fromkeys(names) if n in existing]
@@ -657,7 +648,7 @@ async def _simulate(
     topics = {"prediction": config.topics.predictions, "outcome": config.topics.outcomes}
     servers = bootstrap_servers(config.broker)
 
-    counts = await topic_partitions(config.broker, list(topics.values()))
+    counts = await topic_partitions(config.broker, list(topics.values()), security=config.security)
     missing = [t for t in topics.values() if t not in counts]
     if missing:
         raise KafkaSetupError(
@@ -689,13 +680,10 @@ async def _simulate(
     if stop.event.is_set():
         return SimulationStats(interrupted=stop.signal)
 
-    producer = AIOKafkaProducer(bootstrap_servers=servers, **_PRODUCER_OPTIONS)
-    try:
-        await asyncio.wait_for(producer.start(), CONNECT_TIMEOUT)
-    except (TimeoutError, KafkaError, OSError) as exc:
-        with contextlib.suppress(Exception):
-            await producer.stop()
-        raise KafkaSetupError(f"cannot reach Kafka at {servers}: {exc or 'timed out'}") from None
+    producer = AIOKafkaProducer(
+        bootstrap_servers=servers, **_PRODUCER_OPTIONS, **aiokafka_auth(config.security)
+    )
+    await start_client(producer, config.security, servers, CONNECT_TIMEOUT)
 
     stats = SimulationStats()
     sender = _Sender(producer, topics, n_pred, batch, stats)

@@ -50,6 +50,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from driftline.bench import per_second
+from driftline.core.config import SecurityConfig, load_config
+from driftline.streaming.kafka import aiokafka_auth
 
 __all__ = [
     "FAUST_SETTINGS",
@@ -136,6 +138,7 @@ async def raw_aiokafka_rate(
     expected_messages: int,
     *,
     timeout: float = 120.0,
+    security: SecurityConfig | None = None,
 ) -> Rate:
     """Read ``expected_messages`` from ``topics`` with a bare getmany loop.
 
@@ -151,6 +154,7 @@ async def raw_aiokafka_rate(
         enable_auto_commit=False,
         # Bigger fetches than the 1 MiB default: fewer round trips per message.
         max_partition_fetch_bytes=8 * 1024 * 1024,
+        **aiokafka_auth(security or SecurityConfig()),
     )
     loop = asyncio.get_running_loop()
     started = time.perf_counter()
@@ -202,6 +206,7 @@ def _faust_command(
     table_writes: int,
     store: str,
     faust_settings: Mapping[str, Any] | None,
+    config_path: str | None = None,
 ) -> list[str]:
     command = [
         sys.executable,
@@ -223,6 +228,9 @@ def _faust_command(
     ]
     if uvloop:
         command.append("--uvloop")
+    if config_path:
+        # A path, never the secrets themselves: a command line is visible to every user.
+        command += ["--config", config_path]
     return [*command, "--", *topics]
 
 
@@ -273,6 +281,7 @@ def bare_faust_rate(
     store: str = "memory://",
     faust_settings: Mapping[str, Any] | None = None,
     timeout: float = 120.0,
+    config_path: str | None = None,
 ) -> Rate:
     """Read ``expected_messages`` from ``topics`` with a bare Faust agent in a child process.
 
@@ -283,6 +292,8 @@ def bare_faust_rate(
     the changelog: a table is co-partitioned with the source topics and its
     changelog topic is deleted afterwards. ``faust_settings`` override
     :data:`FAUST_SETTINGS`. The child is killed after ``timeout`` seconds.
+    The child connects with the ``[security]`` settings it loads, as the
+    worker does, from ``config_path`` and the ``DRIFTLINE_*`` environment.
     """
     _check_faust_args(expected_messages, uvloop, table_writes)
     with tempfile.TemporaryDirectory(prefix="driftline-bench-") as tmp:
@@ -296,6 +307,7 @@ def bare_faust_rate(
             table_writes=table_writes,
             store=store,
             faust_settings=faust_settings,
+            config_path=config_path,
         )
         with subprocess.Popen(
             command,
@@ -324,6 +336,7 @@ async def bare_faust_rate_async(
     store: str = "memory://",
     faust_settings: Mapping[str, Any] | None = None,
     timeout: float = 120.0,
+    config_path: str | None = None,
 ) -> Rate:
     """:func:`bare_faust_rate` without blocking the caller's event loop."""
     _check_faust_args(expected_messages, uvloop, table_writes)
@@ -338,6 +351,7 @@ async def bare_faust_rate_async(
             table_writes=table_writes,
             store=store,
             faust_settings=faust_settings,
+            config_path=config_path,
         )
         proc = await asyncio.create_subprocess_exec(
             *command,
@@ -359,10 +373,10 @@ async def bare_faust_rate_async(
 # --------------------------------------------------------------------------- child side
 
 
-async def _partition_count(bootstrap: str, topic: str) -> int:
+async def _partition_count(bootstrap: str, topic: str, security: SecurityConfig) -> int:
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **aiokafka_auth(security))
     await admin.start()
     try:
         described = await admin.describe_topics([topic])
@@ -383,6 +397,9 @@ def _run_faust_child(args: argparse.Namespace) -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     import faust
 
+    from driftline.streaming.kafka import faust_credentials
+
+    security = load_config(args.config).security
     topics: list[str] = args.topics
     expected: int = args.expected
     result_path = Path(args.result)
@@ -396,14 +413,22 @@ def _run_faust_child(args: argparse.Namespace) -> None:
         # conf.store``, and a yarl URL with only a scheme is falsy), which
         # quietly runs the table in memory.
         settings["store"] = args.store
-    app = faust.App(app_id, broker=f"kafka://{args.bootstrap}", datadir=datadir, **settings)
+    app = faust.App(
+        app_id,
+        broker=f"kafka://{args.bootstrap}",
+        datadir=datadir,
+        broker_credentials=faust_credentials(security),
+        **settings,
+    )
     source = app.topic(*topics, key_serializer="raw", value_serializer="raw")
     table = None
     if args.table_writes:
         # A fresh loop: the worker makes and owns its own later.
         loop = asyncio.new_event_loop()
         try:
-            partitions = loop.run_until_complete(_partition_count(args.bootstrap, topics[0]))
+            partitions = loop.run_until_complete(
+                _partition_count(args.bootstrap, topics[0], security)
+            )
         finally:
             loop.close()
         table = app.Table("bench", partitions=partitions, key_type=str, value_type=int)
@@ -469,7 +494,9 @@ def _run_faust_child(args: argparse.Namespace) -> None:
         shutil.rmtree(datadir, ignore_errors=True)
         if table is not None:
             with contextlib.suppress(Exception):
-                await _delete_topics(args.bootstrap, [table.changelog_topic.get_topic_name()])
+                await _delete_topics(
+                    args.bootstrap, [table.changelog_topic.get_topic_name()], security
+                )
 
     worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
     # At loglevel WARNING or above, faust.Worker attaches its console spinner
@@ -490,10 +517,10 @@ def _run_faust_child(args: argparse.Namespace) -> None:
             loop.close()
 
 
-async def _delete_topics(bootstrap: str, names: list[str]) -> None:
+async def _delete_topics(bootstrap: str, names: list[str], security: SecurityConfig) -> None:
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **aiokafka_auth(security))
     await admin.start()
     try:
         await admin.delete_topics(names)
@@ -512,6 +539,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     child.add_argument("--table-writes", type=int, default=0)
     child.add_argument("--store", default="memory://")
     child.add_argument("--settings", default="{}")
+    child.add_argument("--config", help="driftline.toml whose [security] the child uses")
     child.add_argument("topics", nargs="+")
     args = parser.parse_args(argv)
     _run_faust_child(args)

@@ -34,6 +34,8 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from driftline.bench import per_second
+from driftline.core.config import SecurityConfig
+from driftline.streaming.kafka import aiokafka_auth
 
 __all__ = ["PairFactory", "ProduceStats", "encode_pairs", "preproduce"]
 
@@ -172,6 +174,7 @@ async def preproduce(
     batch: int,
     seed: int = 0,
     id_prefix: str | None = None,
+    security: SecurityConfig | None = None,
 ) -> ProduceStats:
     """Write ``pairs`` predictions and their outcomes; return counts and produce rate.
 
@@ -189,7 +192,11 @@ async def preproduce(
     factory = PairFactory(models=models, features=features, seed=seed, id_prefix=id_prefix)
     # Chunks are whole batches, so only the run's very last message is short.
     chunk = max(batch, (5_000 // batch) * batch)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **PRODUCER_OPTIONS)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        **PRODUCER_OPTIONS,
+        **aiokafka_auth(security or SecurityConfig()),
+    )
     await producer.start()
     try:
         p_parts = await producer.partitions_for(predictions_topic)

@@ -68,12 +68,12 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
 
 from driftline.bench import per_second
 from driftline.bench.baselines import Rate, bare_faust_rate_async, raw_aiokafka_rate
 from driftline.bench.produce import PairFactory, ProduceStats, preproduce
-from driftline.core.config import Config, load_config
+from driftline.core.config import Config, SecurityConfig, load_config
+from driftline.streaming.kafka import aiokafka_auth
 
 __all__ = [
     "BatchResult",
@@ -310,15 +310,25 @@ def _kafka_url(bootstrap: str) -> str:
     return ";".join(f"kafka://{host}" for host in bootstrap.split(","))
 
 
-async def _admin(bootstrap: str) -> AIOKafkaAdminClient:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
-    await admin.start()
+async def _admin(bootstrap: str, security: SecurityConfig) -> AIOKafkaAdminClient:
+    from driftline.streaming.kafka import start_client
+
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=30_000, **aiokafka_auth(security)
+    )
+    await start_client(admin, security, bootstrap, 30.0)
     return admin
 
 
-async def _wait_for_leaders(bootstrap: str, names: Sequence[str], timeout: float = 30.0) -> None:
+async def _wait_for_leaders(
+    bootstrap: str,
+    names: Sequence[str],
+    timeout: float = 30.0,
+    *,
+    security: SecurityConfig | None = None,
+) -> None:
     """Return once every partition of ``names`` has a leader (topics just created)."""
-    admin = await _admin(bootstrap)
+    admin = await _admin(bootstrap, security or SecurityConfig())
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -337,26 +347,27 @@ async def _wait_for_leaders(bootstrap: str, names: Sequence[str], timeout: float
         await admin.close()
 
 
-async def check_broker(bootstrap: str, timeout: float = 10.0) -> None:
-    """Fail fast, with what to do, when no broker answers at ``bootstrap``."""
-    from driftline.streaming.kafka import KafkaSetupError
+async def check_broker(
+    bootstrap: str, timeout: float = 10.0, *, security: SecurityConfig | None = None
+) -> None:
+    """Fail fast, with what to do, when no broker answers at ``bootstrap`` (or refuses us)."""
+    from driftline.streaming.kafka import start_client
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
-    try:
-        await asyncio.wait_for(admin.start(), timeout)
-    except (TimeoutError, KafkaError, OSError) as exc:
-        raise KafkaSetupError(
-            f"cannot reach Kafka at {bootstrap} ({type(exc).__name__}: {exc or 'timed out'});"
-            " check --broker / DRIFTLINE_BROKER and that the broker is up"
-            " (scripts/kafka-local start runs one locally)"
-        ) from None
-    finally:
-        await admin.close()
+    security = security or SecurityConfig()
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        request_timeout_ms=int(timeout * 1000),
+        **aiokafka_auth(security),
+    )
+    await start_client(admin, security, bootstrap, timeout)
+    await admin.close()
 
 
-async def delete_topics_with_prefix(bootstrap: str, prefix: str) -> list[str]:
+async def delete_topics_with_prefix(
+    bootstrap: str, prefix: str, *, security: SecurityConfig | None = None
+) -> list[str]:
     """Delete every topic whose name starts with ``prefix``; return their names."""
-    admin = await _admin(bootstrap)
+    admin = await _admin(bootstrap, security or SecurityConfig())
     try:
         names = [t for t in await admin.list_topics() if t.startswith(prefix)]
         if names:
@@ -430,7 +441,11 @@ class WorkerProcess:
         from driftline.streaming.kafka import create_topics, planned_topics
 
         await create_topics(self.config)
-        await _wait_for_leaders(self.bootstrap, [p.name for p in planned_topics(self.config)])
+        await _wait_for_leaders(
+            self.bootstrap,
+            [p.name for p in planned_topics(self.config)],
+            security=self.config.security,
+        )
 
     def command(self, data_dir: Path) -> list[str]:
         """The worker's command line (``driftline worker``, on :attr:`port`)."""
@@ -627,14 +642,21 @@ async def measure_worker(worker: WorkerProcess, pairs: int, produced: ProduceSta
 
 
 async def _watch_handoffs(
-    bootstrap: str, topic: str, arrived: dict[str, float], started: asyncio.Event
+    bootstrap: str,
+    topic: str,
+    arrived: dict[str, float],
+    started: asyncio.Event,
+    security: SecurityConfig,
 ) -> None:
     """Record when each joined pair shows up on the model-events topic, by request id."""
     from driftline.core.events import Joined
     from driftline.core.wire import WireError, decode_batch
 
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        **aiokafka_auth(security),
     )
     await consumer.start()
     try:
@@ -681,7 +703,7 @@ async def measure_latency(
     arrived: dict[str, float] = {}
     watching = asyncio.Event()
     watcher = asyncio.create_task(
-        _watch_handoffs(bootstrap, config.model_events_topic, arrived, watching)
+        _watch_handoffs(bootstrap, config.model_events_topic, arrived, watching, config.security)
     )
     polls: list[tuple[float, float, int]] = []  # (request sent, response received, joined)
     stop_polling = asyncio.Event()
@@ -693,7 +715,9 @@ async def measure_latency(
             polls.append((t0, time.time(), joined))
             await asyncio.sleep(max(0.0, LATENCY_POLL - (time.time() - t0)))
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=0)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks=1, linger_ms=0, **aiokafka_auth(config.security)
+    )
     await producer.start()
     poller: asyncio.Task[None] | None = None
     sent_at: list[float] = []
@@ -783,10 +807,19 @@ async def run_stream_bench(
     latency_rate: float,
     latency_seconds: float,
     config_path: str | None = None,
+    security: SecurityConfig | None = None,
     echo: Echo = print,
     timeout: float = 300.0,
 ) -> StreamBenchResult:
-    """Run the whole stream bench; ``echo`` narrates progress. Topics are deleted at the end."""
+    """Run the whole stream bench; ``echo`` narrates progress. Topics are deleted at the end.
+
+    ``security``: how this process's clients connect (the ``[security]``
+    section of the config). The worker and the bare Faust child are other
+    processes: they read it themselves from ``config_path`` and the
+    ``DRIFTLINE_*`` environment they inherit, so no secret goes on a
+    command line.
+    """
+    security = security or SecurityConfig()
     if pairs < 1:
         raise ValueError(f"pairs must be >= 1, got {pairs}")
     if any(b < 1 for b in batch_sizes):
@@ -814,6 +847,7 @@ async def run_stream_bench(
                     features=features,
                     batch=batch,
                     seed=batch,
+                    security=security,
                 )
                 echo(
                     f"batch {batch}: produced {produced.messages:,} messages"
@@ -821,10 +855,12 @@ async def run_stream_bench(
                     f" in {produced.seconds:.1f} s"
                 )
                 inputs = [topics.predictions, topics.outcomes]
-                raw = await raw_aiokafka_rate(bootstrap, inputs, produced.messages, timeout=timeout)
+                raw = await raw_aiokafka_rate(
+                    bootstrap, inputs, produced.messages, timeout=timeout, security=security
+                )
                 echo(f"  (a) raw aiokafka  {raw.messages_per_second:>10,.0f} msgs/s")
                 faust = await bare_faust_rate_async(
-                    bootstrap, inputs, produced.messages, timeout=timeout
+                    bootstrap, inputs, produced.messages, timeout=timeout, config_path=config_path
                 )
                 echo(f"  (b) bare Faust    {faust.messages_per_second:>10,.0f} msgs/s")
                 try:
@@ -862,7 +898,7 @@ async def run_stream_bench(
                     latency_error = _first_line(exc)
     finally:
         try:
-            deleted = await delete_topics_with_prefix(bootstrap, run_prefix)
+            deleted = await delete_topics_with_prefix(bootstrap, run_prefix, security=security)
             echo(f"deleted {len(deleted)} topics")
         except Exception as exc:
             echo(f"could not delete the topics starting with {run_prefix}: {exc!r}")
