@@ -44,6 +44,12 @@ Contract decisions (the schemas say the same in their descriptions):
   key: any characters.
 - Labels are kept exactly as sent: no coercion between ``1``, ``1.0``,
   ``"1"`` and ``true``.
+- In a Kafka message, a record stamped more than ``limits.max_time_ahead``
+  seconds after the message's own timestamp is refused, though the schema
+  allows any time up to 9999: event time drives the join's expiry, so one
+  record from the far future would expire every pending prediction of the
+  worker at once. (Without a message timestamp there is nothing to check
+  against.)
 """
 
 from __future__ import annotations
@@ -69,6 +75,7 @@ __all__ = [
     "decode_message",
     "decode_outcome",
     "decode_prediction",
+    "named_model",
     "parse_timestamp",
 ]
 
@@ -750,10 +757,16 @@ def decode_message(
         decode = decode_outcome
     else:
         raise ValueError(f"kind must be 'prediction' or 'outcome', got {kind!r}")
+    horizon = _NO_HORIZON
+    if default_time is not None and default_time > 0:  # Kafka's "no timestamp" is -1
+        horizon = default_time + limits.max_time_ahead
     try:
         parsed = _parse(raw, limits)
         if type(parsed) is dict:
-            return [decode(parsed, limits, default_time)], []
+            record = decode(parsed, limits, default_time)
+            if record.event_time > horizon:
+                raise _ahead(record.event_time, horizon, limits)
+            return [record], []
         if type(parsed) is not list:
             raise RecordError(
                 f"message must be a JSON object or an array of objects, got {_show(parsed)}"
@@ -774,13 +787,52 @@ def decode_message(
     append = records.append
     for index, item in enumerate(parsed):
         try:
-            append(decode(item, limits, default_time))
+            record = decode(item, limits, default_time)
+            if record.event_time > horizon:
+                raise _ahead(record.event_time, horizon, limits)
+            append(record)
         except RecordError as exc:
             exc.index = index
             errors.append(exc)
         except Exception as exc:  # a decoder bug must not stop the partition
             errors.append(_internal_error(exc, index))
     return records, errors
+
+
+_NO_HORIZON: Final = float("inf")
+
+
+def _ahead(event_time: float, horizon: float, limits: LimitsConfig) -> RecordError:
+    ahead = event_time - (horizon - limits.max_time_ahead)
+    return RecordError(
+        f'field "timestamp" is {ahead:,.0f} s ahead of the message\'s Kafka timestamp, over'
+        f" limits.max_time_ahead ({limits.max_time_ahead:g} s): a clock or unit error? It"
+        " would move event time ahead and expire every pending prediction",
+        field="timestamp",
+    )
+
+
+def named_model(obj: object) -> tuple[str, str] | None:
+    """The (model id, version) a parsed record names, if both are well formed; else None.
+
+    For counting a refused record against its model: a model id or version
+    that breaks the contract (control characters, too long) must not become
+    a monitor, a state key or a metric label just because a bad record
+    carried it.
+
+    >>> named_model({"model_id": "fraud", "score": "high"})
+    ('fraud', 'unversioned')
+    >>> named_model({"model_id": "fraud", "model_version": "v1\\n"}), named_model([1])
+    (None, None)
+    """
+    if type(obj) is not dict:
+        return None
+    try:
+        model_id = _check_model_id(obj, required=True)
+        version = _check_version(obj.get("model_version"))
+    except RecordError:
+        return None
+    return (model_id, version) if model_id is not None else None
 
 
 def _internal_error(exc: Exception, index: int | None) -> RecordError:
