@@ -96,6 +96,14 @@ class AlertPolicy:
         """The last message of every condition that is firing now."""
         return [s.last for s in self._states.values() if s.firing and s.last is not None]
 
+    def fired(self) -> list[tuple[Condition, bool]]:
+        """Every condition that has fired at least once, and whether it fires now.
+
+        For gauges that must read 0 after a resolve rather than vanish (a
+        series that disappears looks the same as a scrape that failed).
+        """
+        return [(c, s.firing) for c, s in self._states.items() if s.transitions]
+
     def is_firing(self, monitor: str) -> bool:
         return any(s.firing for c, s in self._states.items() if c.monitor == monitor)
 
