@@ -26,6 +26,7 @@ from driftline.core.replay import replay
 from driftline.scenarios import generate, write_jsonl
 from integration.worker_harness import (
     Producer,
+    WorkerProcess,
     clean_env,
     consume,
     make_topics,
@@ -422,6 +423,45 @@ async def test_an_idle_worker_expires_pending_predictions(kafka_bootstrap, topic
     idle = models["idle"]
     assert (idle["predictions"], idle["joined"], idle["expired"], idle["late"]) == (10, 3, 7, 0)
     assert idle["last_event_time"] == pytest.approx(now + ttl, abs=1e-3)  # the deadlines
+
+
+async def test_pending_joins_survive_a_restart_in_rocksdb(kafka_bootstrap, topic_factory, tmp_path):
+    """Predictions wait in the join table across a worker restart: the table is
+    in RocksDB under --data-dir (the default store) and in its changelog, so the
+    outcomes that come after the restart still find them."""
+    topics = await make_topics(topic_factory, 2)
+    now = time.time()
+    first = WorkerProcess(kafka_bootstrap, topics, tmp_path, partitions=2)
+    try:
+        await first.start()
+        async with Producer(kafka_bootstrap) as producer:
+            await producer.send_records(
+                topics.predictions,
+                [prediction(f"r-{i}", "restart", i % 2 == 0, now, score=0.7) for i in range(40)],
+            )
+        await first.wait_models({"restart": {"predictions": 40}}, settle=0)
+    except BaseException:
+        first.print_log()
+        raise
+    finally:
+        await first.stop()
+    databases = sorted(p.parent.name for p in (first.workdir / "data").rglob("CURRENT"))
+    assert databases == ["driftline-join-0.db", "driftline-join-1.db"], databases
+
+    async with (
+        running_worker(
+            kafka_bootstrap, topics, tmp_path, partitions=2, app_id=first.app_id
+        ) as second,
+        Producer(kafka_bootstrap) as producer,
+    ):
+        await producer.send_records(
+            topics.outcomes, [outcome(f"r-{i}", True, now + 1.0) for i in range(40)]
+        )
+        models = await second.wait_models({"restart": {"joined": 40}})
+    restarted = models["restart"]
+    # The monitors start afresh in a new process (their counts are not
+    # checkpointed); the join state is what must have survived.
+    assert (restarted["joined"], restarted["duplicates"], restarted["late"]) == (40, 0, 0)
 
 
 # --------------------------------------------------------------------------

@@ -129,13 +129,16 @@ class WorkerProcess:
         config_text: str | None = None,
         env: Mapping[str, str] | None = None,
         loglevel: str = "info",
+        app_id: str | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.topics = topics
-        self.app_id = f"dltest-{uuid.uuid4().hex[:12]}"
+        # Pass the app id of an earlier worker to restart "the same" worker:
+        # same consumer group, changelog and data directory.
+        self.app_id = app_id or f"dltest-{uuid.uuid4().hex[:12]}"
         self.port = free_port()
         self.workdir = workdir / self.app_id
-        self.workdir.mkdir(parents=True)
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.workdir / "worker.log"
         self.loglevel = loglevel
         extra = {
@@ -171,7 +174,7 @@ class WorkerProcess:
 
     async def start(self, timeout: float = 120.0) -> None:
         """Spawn the worker; return once ``/healthz`` says the join table is restored."""
-        with open(self.log_path, "wb") as log:
+        with open(self.log_path, "ab") as log:  # a restarted worker appends
             self.proc = subprocess.Popen(
                 self.command(),
                 env=self.env,

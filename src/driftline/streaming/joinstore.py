@@ -1,10 +1,12 @@
-"""The join buffer's entries, kept in memory and in a Faust table's changelog.
+"""The join buffer's entries, kept in memory, in a Faust table, and in its changelog.
 
 The core's :class:`~driftline.core.join.JoinBuffer` keeps its entries in a
 ``MutableMapping``. Here that mapping is a plain dict (reads are the hot
-path) whose writes and deletes also go to the changelog of a Faust table,
-on the partition of the request they belong to. After a crash or a
-rebalance, Faust restores the table from its changelog and
+path) whose writes and deletes also go to the Faust table's local store
+(RocksDB on disk by default, or memory) and to the table's changelog, on
+the partition of the request they belong to. After a crash or a
+rebalance, Faust restores the table (from the local RocksDB files plus the
+changelog's tail, or from the whole changelog with the memory store) and
 :meth:`ChangelogDict.restore` rebuilds the dict from it.
 """
 
@@ -15,6 +17,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from faust.types import TP
 
 from driftline.core.events import Outcome
 from driftline.core.join import Entry
@@ -53,6 +56,59 @@ def decode_entry(raw: bytes) -> Entry:
     )
 
 
+class LocalTable:
+    """Writes to a Faust table's local store with an explicit partition.
+
+    Faust's RocksDB store finds the partition of a write from the event
+    being processed; the join writes a whole batch at once, and the expiry
+    timer has no event at all. So writes go straight to the partition's
+    RocksDB database (one write batch per partition and input batch), and
+    the changelog offsets they cover are recorded as Faust's own "persisted
+    offset", so a restart replays only the changelog's tail onto the local
+    files instead of the whole topic. With the memory store, this is the
+    table's dict.
+    """
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+        store = table.data
+        self.rocksdb = hasattr(store, "_db_for_partition") and hasattr(
+            store, "set_persisted_offset"
+        )
+
+    def write(self, changes: dict[bytes, tuple[int, bytes | None]]) -> None:
+        store = self.table.data
+        if not self.rocksdb:
+            for k, (_, raw) in changes.items():
+                store[k] = raw
+            return
+        from rocksdict import WriteBatch
+
+        batches: dict[int, Any] = {}
+        for k, (partition, raw) in changes.items():
+            batch = batches.get(partition)
+            if batch is None:
+                batch = batches[partition] = WriteBatch(raw_mode=True)
+            batch.put(k, raw)
+        for partition, batch in batches.items():
+            store._db_for_partition(partition).write(batch)
+
+    def delete(self, key: bytes, partition: int) -> None:
+        store = self.table.data
+        if self.rocksdb:
+            store._db_for_partition(partition).delete(key)
+        else:
+            store.pop(key, None)
+
+    def persisted(self, offsets: dict[int, int]) -> None:
+        """Record that the changelog holds everything written, up to ``offsets``."""
+        if self.rocksdb and offsets:
+            store = self.table.data
+            topic = self.table.changelog_topic.get_topic_name()
+            for partition, offset in offsets.items():
+                store.set_persisted_offset(TP(topic, partition), offset)
+
+
 class ChangelogDict(dict[str, Entry]):
     """A dict whose changes are also queued for a Faust table's changelog.
 
@@ -66,11 +122,12 @@ class ChangelogDict(dict[str, Entry]):
     def __init__(self, table: Any) -> None:
         super().__init__()
         self.table = table
+        self.local = LocalTable(table)
         self.writes = 0
         self._dirty: dict[str, Entry] = {}
 
     def __setitem__(self, key: str, entry: Entry) -> None:
-        super().__setitem__(key, entry)
+        dict.__setitem__(self, key, entry)  # not super(): a new object per call
         self._dirty[key] = entry  # encoded once, at take(), whatever happens meanwhile
 
     def __delitem__(self, key: str) -> None:
@@ -79,8 +136,8 @@ class ChangelogDict(dict[str, Entry]):
         # (see ``changelog_topic_config``) drops it, and a restore that still
         # finds it forgets it at the first watermark move. One write saved
         # per request.
-        self.pop(key)
-        self.table.data.pop(key.encode(), None)
+        entry = self.pop(key)
+        self.local.delete(key.encode(), entry.partition)
         self._dirty.pop(key, None)
 
     def take(self) -> dict[bytes, tuple[int, bytes | None]]:
@@ -90,13 +147,10 @@ class ChangelogDict(dict[str, Entry]):
         keeps a partition restores it from there.
         """
         dirty, self._dirty = self._dirty, {}
-        data = self.table.data
         out: dict[bytes, tuple[int, bytes | None]] = {}
         for key, entry in dirty.items():
-            raw = encode_entry(entry)
-            k = key.encode()
-            data[k] = raw
-            out[k] = (entry.partition, raw)
+            out[key.encode()] = (entry.partition, encode_entry(entry))
+        self.local.write(out)
         self.writes += len(out)
         return out
 
@@ -115,8 +169,9 @@ class ChangelogDict(dict[str, Entry]):
                 put(key, entry)
             else:
                 stale.append(k)
-        for k in stale:
-            self.table.data.pop(k, None)
+        if not self.local.rocksdb:  # RocksDB files of other partitions are not open here
+            for k in stale:
+                self.table.data.pop(k, None)
         return len(self)
 
     def drop_partitions(self, partitions: set[int]) -> int:
@@ -124,7 +179,8 @@ class ChangelogDict(dict[str, Entry]):
         gone = [k for k, e in self.items() if e.partition in partitions]
         for k in gone:
             dict.__delitem__(self, k)
-            self.table.data.pop(k.encode(), None)
+            if not self.local.rocksdb:  # Faust closes a revoked partition's RocksDB files
+                self.table.data.pop(k.encode(), None)
         return len(gone)
 
 
@@ -164,10 +220,13 @@ class ChangelogWriter:
             await self._producer.stop()
             self._producer = None
 
-    async def write(self, changes: dict[bytes, tuple[int, bytes | None]]) -> None:
-        """Send ``changes`` and wait until the broker has them."""
+    async def write(self, changes: dict[bytes, tuple[int, bytes | None]]) -> dict[int, int]:
+        """Send ``changes`` and wait until the broker has them.
+
+        Returns the offset of the last record written, per partition.
+        """
         if not changes:
-            return
+            return {}
         async with self._lock:
             await self.start()
             producer = self._producer
@@ -176,14 +235,23 @@ class ChangelogWriter:
             for key, (partition, value) in changes.items():
                 by_partition.setdefault(partition, []).append((key, value))
             futures = []
+            sizes = []  # records per batch: a batch's metadata names its first offset
             for partition, records in by_partition.items():
-                batch = producer.create_batch()
+                batch, n = producer.create_batch(), 0
                 for key, value in records:
                     if batch.append(key=key, value=value, timestamp=None) is None:
                         futures.append(
                             await producer.send_batch(batch, self.topic, partition=partition)
                         )
-                        batch = producer.create_batch()
+                        sizes.append(n)
+                        batch, n = producer.create_batch(), 0
                         batch.append(key=key, value=value, timestamp=None)
+                    n += 1
                 futures.append(await producer.send_batch(batch, self.topic, partition=partition))
-            await asyncio.gather(*futures)
+                sizes.append(n)
+            last: dict[int, int] = {}
+            for meta, n in zip(await asyncio.gather(*futures), sizes, strict=True):
+                end = meta.offset + n - 1
+                if end > last.get(meta.partition, -1):
+                    last[meta.partition] = end
+            return last
