@@ -93,12 +93,27 @@ def summary_table(models: list[dict[str, Any]], alerts: list[dict[str, Any]]) ->
 )
 @click.option("--strict", is_flag=True, help="Exit with status 1 if any line is malformed.")
 @click.option("--quiet", "-q", is_flag=True, help="No summary table on stderr.")
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False),
+    help="Also write a self-contained HTML report here: metrics, scores and alerts over time.",
+)
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Processes to use, each monitoring a share of the models (default: one per CPU,"
+    " at most 2). Each holds the whole input in memory: --jobs 1 for the least memory.",
+)
 def replay(
     files: tuple[str, ...],
     config_path: str | None,
     alerts_out: IO[bytes] | None,
     strict: bool,
     quiet: bool,
+    report_path: str | None,
+    jobs: int | None,
 ) -> None:
     """Replay JSON Lines history through the monitors and print the alerts.
 
@@ -122,7 +137,19 @@ def replay(
     def on_error(err: Any) -> None:
         click.echo(f"driftline replay: {err}", err=True)
 
-    result = run_replay([Path(f) for f in files], config, on_alert=on_alert, on_error=on_error)
+    timeline = None
+    if report_path is not None:
+        from driftline.report import Timeline
+
+        timeline = Timeline(config)
+    result = run_replay(
+        [Path(f) for f in files],
+        config,
+        on_alert=on_alert,
+        on_error=on_error,
+        on_event=timeline,
+        jobs=jobs,
+    )
     out.flush()
     if not quiet:
         click.echo(summary_table(result.models, result.alerts), err=True)
@@ -132,6 +159,14 @@ def replay(
             f" {len(result.alerts)} alert messages",
             err=True,
         )
+    if timeline is not None and report_path is not None:
+        from driftline.report import write_report
+
+        try:
+            write_report(report_path, result, timeline, sources=files)
+        except OSError as exc:
+            raise click.ClickException(f"cannot write the report to {report_path}: {exc}") from None
+        click.echo(f"driftline replay: report written to {report_path}", err=True)
     if strict and result.error_count:
         sys.exit(1)
 
@@ -203,7 +238,12 @@ def topics_create(
 @config_option
 @click.option("--web-port", type=int, default=6066, show_default=True, envvar="DRIFTLINE_WEB_PORT")
 @click.option("--web-host", default="127.0.0.1", show_default=True, envvar="DRIFTLINE_WEB_HOST")
-@click.option("--store", default="memory://", show_default=True, help="Faust table store URL.")
+@click.option(
+    "--store",
+    default="rocksdb://",
+    show_default=True,
+    help="Where the join table lives locally: rocksdb:// (on disk, under --data-dir) or memory://.",
+)
 @click.option("--data-dir", default=".driftline-data", show_default=True)
 @click.option("--loglevel", default="warning", show_default=True)
 def worker(
@@ -222,7 +262,7 @@ def worker(
     """
     import faust
 
-    from driftline.streaming.app import WorkerSettings, make_app
+    from driftline.streaming.app import WorkerSettings, make_app, tune_gc
     from driftline.streaming.kafka import preflight
 
     config = _with_broker(_load(config_path), broker)
@@ -239,6 +279,7 @@ def worker(
     # Faust's console spinner also sets the root logger to DEBUG, so every
     # debug call in Faust and aiokafka builds a record (~9% of the CPU).
     runner.spinner = None
+    tune_gc()
     runner.execute_from_commandline()
 
 
@@ -313,7 +354,12 @@ def bench(
 
         config = _load(config_path)
         path = workload(Path(cache_dir) / f"replay-{events}.jsonl", events)
-        click.echo(f"replaying {path} ({path.stat().st_size / 1e6:.0f} MB)")
+        from driftline.core.replay import auto_jobs
+
+        click.echo(
+            f"replaying {path} ({path.stat().st_size / 1e6:.0f} MB)"
+            f" in {auto_jobs()} process(es), replay's default"
+        )
         click.echo(report(measure(path, config, runs)))
         return
 
@@ -337,7 +383,7 @@ def bench(
         bootstrap = bootstrap_servers(config.broker)
     except KafkaSetupError as exc:
         raise click.ClickException(str(exc)) from None
-    _run(stream.check_broker(bootstrap))
+    _run(stream.check_broker(bootstrap, security=config.security))
 
     def echo(line: str) -> None:
         click.echo(line, err=True)
@@ -353,6 +399,7 @@ def bench(
             latency_rate=latency_rate,
             latency_seconds=latency_seconds,
             config_path=config_path,
+            security=config.security,
             echo=echo,
         )
     )
@@ -542,6 +589,10 @@ def alerts_tail(
         unreadable = f", {stats.unreadable} unreadable" if stats.unreadable else ""
         click.echo(f"{stats.alerts} alert(s){unreadable} on {config.topics.alerts!r}", err=True)
 
+
+from driftline.bridges.cli import bridge  # noqa: E402  (light: heavy imports run per command)
+
+main.add_command(bridge)
 
 if __name__ == "__main__":
     main()

@@ -33,11 +33,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from driftline.core.secret import Secret
+
 SEVERITIES = ("critical", "error", "warning", "info")
 DETECTORS = ("ADWIN", "KSWIN", "PageHinkley", "DDM", "EDDM", "HDDM_A", "HDDM_W", "FHDDM")
 ENV_PREFIX = "DRIFTLINE_"
-# Environment variables with the prefix that are not settings.
-RESERVED_ENV = frozenset({"DRIFTLINE_CONFIG"})
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+# DRIFTLINE_* variables that are command options or secrets, not config keys.
+RESERVED_ENV = frozenset(
+    {
+        "DRIFTLINE_CONFIG",
+        "DRIFTLINE_WEB_HOST",
+        "DRIFTLINE_WEB_PORT",
+        "DRIFTLINE_WEBHOOK_SECRET",
+    }
+)
 
 
 class ConfigError(ValueError):
@@ -158,6 +169,41 @@ class LimitsConfig:
     max_segments: int = 32
     max_id_length: int = 256
     max_string_length: int = 1_024
+    # Bounds on state, not on one record (docs/reliability.md, "Hostile input"):
+    # a producer that invents a model id or version per record must not grow
+    # the worker's memory without end. Past a bound, the records of a new model
+    # version are refused ("model limit reached" / "version limit reached").
+    # Models named in a [models."..."] section are never refused by max_models.
+    max_models: int = 1_000
+    max_versions_per_model: int = 100
+    # A record stamped more than this many seconds after its Kafka message's
+    # timestamp is refused: event time drives the join's expiry, and one
+    # record from year 9999 would expire every pending prediction at once.
+    max_time_ahead: float = 3_600.0
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """Bounds on the label values of the worker's Prometheus metrics (``/metrics``).
+
+    Every model version gets its own series, so a producer that invents a
+    model id or a version per request (a bug, or hostile input) would
+    otherwise create series without end and take the Prometheus server
+    down with the worker's monitoring. Past a bound, series fold into the
+    label value ``__overflow__`` and ``driftline_series_overflow_total``
+    counts what was folded.
+
+    ``max_model_versions``: (model, version) pairs with series of their
+    own; a model first seen when all are taken folds into
+    ``model="__overflow__"``. ``max_versions_per_model``: a model's newest
+    versions (by first sight) that keep series of their own; older ones
+    fold into ``version="__overflow__"``. A new version of a model that
+    has series always gets its own, in place of the model's oldest, so a
+    model redeployed every day still shows the version it runs now.
+    """
+
+    max_model_versions: int = 500
+    max_versions_per_model: int = 10
 
 
 @dataclass(frozen=True)
@@ -168,6 +214,46 @@ class TopicsConfig:
     dead_letter: str = "driftline-dead-letter"
     model_events: str = ""  # default: "<app_id>-model-events", private to one app
     partitions: int = 4
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    """How every Kafka client of driftline authenticates and encrypts (``[security]``).
+
+    One section for all of them (worker, changelog writer, ``topics create``,
+    ``simulate``, ``bench``, ``alerts tail``, the bridges), so a secured
+    cluster is configured once. ``protocol`` is Kafka's
+    ``security.protocol``: ``PLAINTEXT`` (the default, a local broker),
+    ``SSL`` (TLS; with ``ssl_certfile`` also client-certificate auth),
+    ``SASL_PLAINTEXT`` or ``SASL_SSL`` (``username`` and ``password`` with
+    ``sasl_mechanism``; ``SASL_SSL`` is what a production cluster wants).
+
+    ``password`` and ``ssl_key_password`` are :class:`~driftline.core.secret.Secret`:
+    they print as ``***`` wherever the configuration is shown. Keep them out
+    of the file and set them from the environment
+    (``DRIFTLINE_SECURITY__PASSWORD``). ``ssl_cafile`` is the CA bundle that
+    signed the brokers' certificates (default: the system's);
+    ``ssl_check_hostname = false`` accepts a certificate issued to another
+    name (only for brokers reached by an address their certificate lacks).
+    """
+
+    protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = "SCRAM-SHA-512"
+    username: str | None = None
+    password: Secret | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_key_password: Secret | None = None
+    ssl_check_hostname: bool = True
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.protocol.startswith("SASL_")
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.protocol in ("SSL", "SASL_SSL")
 
 
 @dataclass(frozen=True)
@@ -185,6 +271,8 @@ class Config:
     app_id: str = "driftline"
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     topics: TopicsConfig = field(default_factory=TopicsConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
     task: str | None = None
     positive_label: str | None = None
     monitors: MonitorsConfig = field(default_factory=MonitorsConfig)
@@ -280,6 +368,13 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
             except ConfigError as exc:
                 errors.append(str(exc))
         raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if tp is Secret:
+        # Never quote the value: it is a password, perhaps mistyped.
+        if isinstance(value, Secret):
+            return value
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string (quote it in TOML)")
+        return Secret(value)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected a table, got {value!r}")
@@ -381,6 +476,49 @@ def _validate_model(cfg: ModelConfig, where: str) -> None:
         raise ConfigError(f"{where}.monitors: windows must be positive")
 
 
+def _validate_security(sec: SecurityConfig) -> None:
+    """Refuse settings that would connect differently from what they seem to ask.
+
+    Credentials with a protocol that sends none, or TLS files with a
+    protocol that does not use TLS, would otherwise be ignored in silence:
+    a worker that someone believes authenticated would run without.
+    """
+    if sec.protocol not in SECURITY_PROTOCOLS:
+        raise ConfigError(
+            f"security.protocol: must be one of {', '.join(SECURITY_PROTOCOLS)};"
+            f" got {sec.protocol!r}"
+        )
+    if sec.sasl_mechanism not in SASL_MECHANISMS:
+        raise ConfigError(
+            f"security.sasl_mechanism: must be one of {', '.join(SASL_MECHANISMS)};"
+            f" got {sec.sasl_mechanism!r}"
+        )
+    if sec.uses_sasl:
+        for name in ("username", "password"):
+            if not getattr(sec, name):
+                raise ConfigError(
+                    f"security.{name}: required when security.protocol is {sec.protocol}"
+                    f" (set it in the file or with DRIFTLINE_SECURITY__{name.upper()})"
+                )
+    else:
+        given = [n for n in ("username", "password") if getattr(sec, n) is not None]
+        if given:
+            raise ConfigError(
+                f"security.{given[0]}: set, but security.protocol is {sec.protocol}, which"
+                " sends no credentials; set security.protocol to SASL_SSL (or SASL_PLAINTEXT)"
+            )
+    if not sec.uses_tls:
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_key_password"):
+            if getattr(sec, name) is not None:
+                raise ConfigError(
+                    f"security.{name}: set, but security.protocol is {sec.protocol}, which"
+                    " does not use TLS; set security.protocol to SASL_SSL or SSL"
+                )
+    for name in ("ssl_keyfile", "ssl_key_password"):
+        if getattr(sec, name) is not None and sec.ssl_certfile is None:
+            raise ConfigError(f"security.{name}: needs security.ssl_certfile (the client cert)")
+
+
 def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, value in sorted(env.items()):
@@ -421,6 +559,15 @@ def load_config(
         cfg = _build(Config, data, "")
         if cfg.label_ttl <= 0:
             raise ConfigError("label_ttl: must be positive")
+        for name in ("max_model_versions", "max_versions_per_model"):
+            if getattr(cfg.metrics, name) < 1:
+                raise ConfigError(f"metrics.{name}: must be at least 1")
+        for name in ("max_models", "max_versions_per_model"):
+            if getattr(cfg.limits, name) < 1:
+                raise ConfigError(f"limits.{name}: must be at least 1")
+        if not cfg.limits.max_time_ahead > 0:
+            raise ConfigError("limits.max_time_ahead: must be positive")
+        _validate_security(cfg.security)
         for model_id, section in cfg.models.items():
             if not isinstance(section, Mapping):
                 raise ConfigError(f"models.{model_id}: expected a table")

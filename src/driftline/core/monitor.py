@@ -14,6 +14,7 @@ creating it on first sight.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import deque
 from typing import Any
 
@@ -38,6 +39,36 @@ _TICK = 50  # outcomes between two evaluations of threshold and coverage rules
 _NONE: list[Any] = []  # shared "no alerts" result: callers never mutate it
 
 Alert = dict[str, Any]
+
+OUTCOME_DELAY_BUCKETS: tuple[float, ...] = (
+    1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0,  # 1 s .. 30 min
+    3600.0, 10800.0, 21600.0, 43200.0, 86400.0, 172800.0, 345600.0, 604800.0,  # 1 h .. 7 d
+)  # fmt: skip
+"""Upper bounds (seconds) of the outcome-delay buckets (``+Inf`` follows)."""
+
+
+class OutcomeDelays:
+    """Outcome delays (outcome minus prediction event time) counted per bucket.
+
+    Counted here, in the core, one ``bisect`` per outcome, so the worker's
+    ``/metrics`` can show a histogram without a per-record call into a
+    metrics library. ``counts[i]`` holds delays of at most
+    ``OUTCOME_DELAY_BUCKETS[i]`` (above the bound before), the last slot
+    ``+Inf``. The sum of the joined outcomes' delays is the monitor's
+    ``delay_sum``; ``late_sum`` adds the late outcomes'.
+    """
+
+    __slots__ = ("counts", "late_sum")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(OUTCOME_DELAY_BUCKETS) + 1)
+        self.late_sum = 0.0
+
+    def late(self, delay: float) -> None:
+        """Count the delay of an outcome that came after its prediction expired."""
+        delay = max(delay, 0.0)
+        self.late_sum += delay
+        self.counts[bisect_left(OUTCOME_DELAY_BUCKETS, delay)] += 1
 
 
 def infer_task(p: Prediction) -> str:
@@ -86,6 +117,9 @@ class ModelMonitor:
         self.first_time: float | None = None
         self.last_time: float | None = None
         self.delay_sum = 0.0
+        # One attribute for the delay histogram: at 30 instance attributes CPython
+        # 3.11 stops sharing dict keys and every attribute read gets slower.
+        self.delays = OutcomeDelays()
         m = cfg.monitors
         self.metrics: Any = None
         self.rolling: Any = None
@@ -137,6 +171,7 @@ class ModelMonitor:
             self.duplicates += 1
         elif t is LateOutcome:
             self.late += 1
+            self.delays.late(ev.delay)  # type: ignore[union-attr]
         elif t is Rejected:
             self.dead_letters += 1
         return []
@@ -178,6 +213,7 @@ class ModelMonitor:
             self.delay_sum += t - pt
         else:
             t = pt
+        self.delays.counts[bisect_left(OUTCOME_DELAY_BUCKETS, t - pt)] += 1
         if self.last_time is None or t > self.last_time:
             self._seen(t)
         self.joined_times.append(t)
@@ -420,6 +456,8 @@ class ModelMonitor:
             "outcomes": self.outcomes,
             "joined": self.joined,
             "expired": self.expired,
+            # Every prediction is resolved exactly once, joined or expired.
+            "pending": self.predictions - self.joined - self.expired,
             "late": self.late,
             "duplicates": self.duplicates,
             "dead_letters": self.dead_letters,
@@ -456,12 +494,39 @@ def _duration(seconds: float) -> str:
 
 
 class MonitorSet:
-    """The monitors of every model version, created on first sight."""
+    """The monitors of every model version, created on first sight, up to a cap.
 
-    def __init__(self, config: Config) -> None:
+    A producer that invents a model id or a version per record (a bug, or
+    hostile input) must not grow memory without end: :meth:`refusal` gives
+    a new version no monitor once ``limits.max_models`` versions are
+    monitored (models named in a ``[models."..."]`` section excepted) or
+    its model has ``limits.max_versions_per_model``. Its events are then
+    dropped and counted (:attr:`refused_events`, :attr:`refused_predictions`),
+    and with ``keep_refused`` its predictions are kept in :attr:`refused`
+    for the caller to dead-letter and clear. The monitors already running
+    keep running: refusing the newcomer, rather than evicting an old
+    monitor, means a flood can never push out a model that was there first.
+
+    >>> from driftline.core.config import load_config
+    >>> from driftline.core.events import Prediction, PredictionSeen
+    >>> ms = MonitorSet(load_config(text="[limits]\\nmax_models = 2", env={}), keep_refused=True)
+    >>> for m in ("a", "b", "c"):
+    ...     _ = ms.handle(PredictionSeen(Prediction("r-" + m, m, 1, 0.0)))
+    >>> sorted(ms.monitors), ms.refused_predictions
+    ([('a', 'unversioned'), ('b', 'unversioned')], 1)
+    >>> print(ms.refused[0][1][:60])
+    model limit reached: 2 model versions are monitored (limits.
+    """
+
+    def __init__(self, config: Config, *, keep_refused: bool = False) -> None:
         self.config = config
         self.monitors: dict[tuple[str, str], ModelMonitor] = {}
         self.orphan_outcomes = 0
+        # Cardinality caps (refusal()): plain counters, read by /metrics at scrape time.
+        self.versions: dict[str, int] = {}  # model id -> its versions with a monitor
+        self.refused_events = 0  # model events dropped because their version was refused
+        self.refused_predictions = 0  # of which predictions (the worker dead-letters each)
+        self.refused: list[tuple[Prediction, str]] | None = [] if keep_refused else None
 
     def get(self, model_id: str, model_version: str) -> ModelMonitor:
         key = (model_id, model_version)
@@ -471,7 +536,43 @@ class MonitorSet:
             mon = self.monitors[key] = ModelMonitor(
                 model_id, model_version, cfg, self.config.label_ttl
             )
+            self.versions[model_id] = self.versions.get(model_id, 0) + 1
         return mon
+
+    def refusal(self, model_id: str, model_version: str) -> str | None:
+        """Why a version without a monitor may not get one (a cap), or None if it may."""
+        limits = self.config.limits
+        n = self.versions.get(model_id, 0)
+        if n >= limits.max_versions_per_model:
+            return (
+                f"version limit reached: model {model_id} has {n} versions monitored"
+                f" (limits.max_versions_per_model = {limits.max_versions_per_model});"
+                f" version {model_version} is refused. Raise the limit if the model really"
+                " has that many live versions"
+            )
+        if len(self.monitors) >= limits.max_models and model_id not in self.config.models:
+            return (
+                f"model limit reached: {len(self.monitors)} model versions are monitored"
+                f" (limits.max_models = {limits.max_models}); {model_id} {model_version} is"
+                f' refused. Raise the limit, or name the model in a [models."{model_id}"]'
+                " section"
+            )
+        return None
+
+    def admit(self, ev: ModelEvent, model_id: str, model_version: str) -> ModelMonitor | None:
+        """The new monitor for ``ev``'s version, or None (counted) when a cap refuses it.
+
+        Only called for a version without a monitor, so the hot path never pays for the caps.
+        """
+        reason = self.refusal(model_id, model_version)
+        if reason is None:
+            return self.get(model_id, model_version)
+        self.refused_events += 1
+        if type(ev) is PredictionSeen:
+            self.refused_predictions += 1
+            if self.refused is not None:
+                self.refused.append((ev.prediction, reason))  # type: ignore[union-attr]
+        return None
 
     def handle(self, ev: ModelEvent) -> list[Alert]:
         """Route one model event to its version's monitor; return its alerts."""
@@ -480,12 +581,25 @@ class MonitorSet:
             p = ev.prediction  # type: ignore[union-attr]
             mon = self.monitors.get((p.model_id, p.model_version))
             if mon is None:
-                mon = self.get(p.model_id, p.model_version)
-            return mon.handle(ev)
+                mon = self.admit(ev, p.model_id, p.model_version)
+                if mon is None:
+                    return _NONE
+            # ModelMonitor.handle's dispatch, inlined: once per event adds up.
+            if t is PredictionSeen:
+                return mon._on_prediction(p)
+            if t is Joined:
+                return mon._on_joined(ev)  # type: ignore[arg-type]
+            return mon._on_expired(ev)  # type: ignore[arg-type]
         if t is OrphanOutcome:
             self.orphan_outcomes += 1
             return []
-        return self.get(ev.model_id, ev.model_version).handle(ev)  # type: ignore[union-attr]
+        model_id, version = ev.model_id, ev.model_version  # type: ignore[union-attr]
+        mon = self.monitors.get((model_id, version))
+        if mon is None:
+            mon = self.admit(ev, model_id, version)
+            if mon is None:
+                return _NONE
+        return mon.handle(ev)
 
     def status(self) -> list[dict[str, Any]]:
         return [m.status() for _, m in sorted(self.monitors.items())]

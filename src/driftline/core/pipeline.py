@@ -13,7 +13,7 @@ from typing import Any
 
 from driftline.core.config import Config
 from driftline.core.events import Outcome, Prediction
-from driftline.core.join import WAITING_PREDICTION, JoinBuffer
+from driftline.core.join import JoinBuffer
 from driftline.core.monitor import Alert, MonitorSet
 
 
@@ -39,19 +39,6 @@ class Pipeline:
             out.extend(handle(ev))
         return out
 
-    def pending_by_model(self) -> dict[tuple[str, str], int]:
-        """Predictions still waiting for their outcome, per model version."""
-        counts: dict[tuple[str, str], int] = {}
-        for entry in self.join.store.values():
-            if entry.state == WAITING_PREDICTION and entry.prediction is not None:
-                key = entry.prediction.model_key
-                counts[key] = counts.get(key, 0) + 1
-        return counts
-
     def status(self) -> list[dict[str, Any]]:
-        pending = self.pending_by_model()
-        out = []
-        for st in self.monitors.status():
-            st["pending"] = pending.get((st["model_id"], st["model_version"]), 0)
-            out.append(st)
-        return out
+        """Per model version: counts (``pending`` included), metrics, alerts."""
+        return self.monitors.status()

@@ -4,7 +4,7 @@
 
     predictions ─┐                                  ┌─> alerts (key dedup_key)
                  ├─> join agent ─> model-events ─> monitor agent
-    outcomes   ──┘   (join table)  (key model_id)   └─> /models, /metrics
+    outcomes   ──┘   (join table)  (key model_id)   └─> /models, /metrics (streaming/metrics.py)
          └───── malformed ─────> driftline-dead-letter
 
 The join agent reads both input topics (co-partitioned, keyed by request
@@ -20,26 +20,28 @@ even when no data comes.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
 import orjson
 from faust.types import TP
 
-from driftline.core.codec import RecordError, decode_message
+from driftline.core.codec import RecordError, decode_message, named_model
 from driftline.core.config import Config
 from driftline.core.events import ModelEvent, Prediction, Rejected
 from driftline.core.join import JoinBuffer
 from driftline.core.monitor import MonitorSet
 from driftline.core.wire import WireError, decode_batch, encode_batches
-from driftline.streaming.deadletter import DeadLetter, dead_letter
+from driftline.streaming.deadletter import DeadLetter, dead_letter, refused_predictions
 from driftline.streaming.fetchwait import shorten_fetch_wait
 from driftline.streaming.joinstore import ChangelogDict, ChangelogWriter, changelog_topic_config
-from driftline.streaming.kafka import bootstrap_servers
+from driftline.streaming.kafka import aiokafka_auth, bootstrap_servers, faust_credentials
+from driftline.streaming.metrics import Telemetry, input_time_headers, install_metrics
 
 log = logging.getLogger("driftline.worker")
 
@@ -52,7 +54,7 @@ class WorkerSettings:
 
     web_port: int = 6066
     web_host: str = "127.0.0.1"
-    store: str = "memory://"
+    store: str = "rocksdb://"
     data_dir: str = ".driftline-data"
     batch_size: int = 500
     batch_within: float = 0.05
@@ -70,14 +72,12 @@ class WorkerState:
     last_event_wall: float = 0.0
     dead_letters: int = 0
     ready: bool = False
+    telemetry: Telemetry = field(default_factory=Telemetry)  # for /metrics
 
 
 def _named_model(obj: object) -> tuple[str, str] | None:
-    if isinstance(obj, dict):
-        model, version = obj.get("model_id"), obj.get("model_version") or "unversioned"
-        if isinstance(model, str) and 0 < len(model) <= 128 and isinstance(version, str):
-            return (model, version[:128])
-    return None
+    # Only a well-formed model id and version: a bad one must not become a monitor.
+    return named_model(obj)
 
 
 def refused_models(value: bytes | None, errors: list[RecordError]) -> list[tuple[str, str]]:
@@ -110,6 +110,25 @@ def refused_models(value: bytes | None, errors: list[RecordError]) -> list[tuple
     return found
 
 
+def tune_gc(young: int = 50_000) -> None:
+    """Make the cyclic garbage collector cheap for a long-running worker.
+
+    The worker holds many long-lived objects (the modules it imported, every
+    pending prediction of the join, the monitors' windows) and allocates
+    many short-lived ones per record. With CPython's defaults a young
+    collection runs every 700 allocations and full collections re-scan
+    everything that ever survived, which here cost more than decoding a
+    record (see docs/performance.md). So: what exists at start-up is frozen
+    (never scanned again; still freed by reference counting), and young
+    collections run every ``young`` allocations. Reference cycles are still
+    collected, only less often.
+    """
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(young, older, oldest)
+
+
 def make_app(
     config: Config, settings: WorkerSettings | None = None
 ) -> tuple[faust.App, WorkerState]:
@@ -134,6 +153,7 @@ def make_app(
         stream_buffer_maxsize=max(4096, ws.batch_size * 4),
         broker_max_poll_records=max(500, ws.batch_size),
         web_enabled=True,
+        broker_credentials=faust_credentials(config.security),
     )
     inputs = app.topic(
         topics.predictions,
@@ -176,25 +196,29 @@ def make_app(
         table.changelog_topic.get_topic_name(),
         linger_ms=0,
         max_batch_size=1 << 20,
+        **aiokafka_auth(config.security),
     )
     state = WorkerState(
         join=JoinBuffer(config.label_ttl, lateness=config.lateness, store=store),
         store=store,
-        monitors=MonitorSet(config),
+        monitors=MonitorSet(config, keep_refused=True),
     )
     limits = config.limits
     pred_topic = topics.predictions
 
     async def send_dead(dl: DeadLetter, source: str) -> None:
         state.dead_letters += 1
+        state.telemetry.dead_letter(source, dl.code)
         await dead_topic.send(key=dl.key, value=dl.value, headers=dl.headers)
 
     async def commit_join_changes() -> None:
         # Before the input batch is acknowledged: a restart must find the
         # join state of every record whose offset was committed.
-        await writer.write(store.take())
+        store.local.persisted(await writer.write(store.take()))
 
-    async def send_model_events(events: Iterable[ModelEvent]) -> None:
+    async def send_model_events(
+        events: Iterable[ModelEvent], headers: list[tuple[str, bytes]] | None = None
+    ) -> None:
         by_model: dict[str, list[ModelEvent]] = {}
         for ev in events:
             model = ev.prediction.model_id if hasattr(ev, "prediction") else ev.model_id  # type: ignore[union-attr]
@@ -202,7 +226,7 @@ def make_app(
         for model, evs in by_model.items():
             key = model.encode()
             for value in encode_batches(evs):  # each under the broker's message size limit
-                await model_events.send(key=key, value=value)
+                await model_events.send(key=key, value=value, headers=headers)
 
     @app.agent(inputs)
     async def join(stream: Any) -> None:
@@ -240,7 +264,7 @@ def make_app(
             state.last_event_wall = time.monotonic()
             await commit_join_changes()
             if out:
-                await send_model_events(out)
+                await send_model_events(out, input_time_headers(events))
 
     @app.timer(interval=ws.expiry_interval)
     async def expire_idle() -> None:
@@ -266,6 +290,7 @@ def make_app(
     async def monitor(stream: Any) -> None:
         """Feed model events to the monitors; send every alert they raise."""
         mons = state.monitors
+        telemetry = state.telemetry
         async for event in stream.events():
             msg = event.message
             try:
@@ -288,6 +313,17 @@ def make_app(
                     await alerts_topic.send(
                         key=alert["dedup_key"].encode(), value=orjson.dumps(alert)
                     )
+            if mons.refused:  # new model versions over limits.max_models & co.
+                dl = refused_predictions(
+                    mons.refused,
+                    key=msg.key,
+                    topic=msg.topic,
+                    partition=msg.partition,
+                    offset=msg.offset,
+                )
+                mons.refused.clear()
+                await send_dead(dl, msg.topic)
+            telemetry.monitored(msg.key, msg.headers, len(evs))
 
     @table.on_recover
     async def restored() -> None:
@@ -313,6 +349,8 @@ def make_app(
     @app.on_before_shutdown.connect
     async def stop_writer(app_: Any, **_: Any) -> None:
         await writer.stop()
+
+    install_metrics(app, state, config)  # /metrics
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
