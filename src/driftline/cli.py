@@ -493,6 +493,11 @@ def _label_delay(ctx: click.Context, param: click.Parameter, value: str) -> tupl
     "--run-id",
     help="Request-id prefix, so reruns into the same topics do not collide [default: random].",
 )
+@click.option(
+    "--truth",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Write what the broker acknowledged, per model, to this JSON file at the end.",
+)
 def simulate(
     scenario: str,
     models: int,
@@ -506,6 +511,7 @@ def simulate(
     config_path: str | None,
     batch: int,
     run_id: str | None,
+    truth: str | None,
 ) -> None:
     """Send a scenario's predictions and outcomes to Kafka in real time.
 
@@ -532,6 +538,7 @@ def simulate(
                 change_at=change_at,
                 batch=batch,
                 run_id=run_id,
+                truth=truth,
             )
         )
     except ValueError as exc:

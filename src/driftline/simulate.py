@@ -38,6 +38,7 @@ import secrets
 import signal
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -89,9 +90,21 @@ _PRODUCER_OPTIONS: dict[str, Any] = {
     # A few milliseconds of linger lets a burst share a request without
     # delaying records noticeably against their event time.
     "linger_ms": 5,
-    "acks": 1,
-    "request_timeout_ms": 15_000,
+    # Idempotent: when a broker restarts, a produce request whose answer was
+    # lost is sent again, and the broker drops the copy it already has (by
+    # producer id and sequence) instead of appending a duplicate record,
+    # which the join would count as a retried prediction.
+    "acks": "all",
+    "enable_idempotence": True,
+    # aiokafka fails a batch that has waited this long for a partition
+    # leader, and send() waits this long for buffer space: long enough to
+    # ride out a broker restart, so records wait instead of failing the run.
+    "request_timeout_ms": 120_000,
 }
+
+
+Model = tuple[str, str]
+"""(model id, model version)"""
 
 
 class SimulationError(RuntimeError):
@@ -303,6 +316,23 @@ class SimulationStats:
     interrupted: str | None = None
     """The signal that stopped the run early (``"SIGINT"``), if one did."""
     errors: list[str] = field(default_factory=list)
+    by_model: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
+    """Acknowledged records per (model id, version): ``{"predictions": n, "outcomes": n}``.
+    The ground truth a worker's ``/models`` counts are checked against."""
+
+    def truth(self) -> dict[str, Any]:
+        """What ``--truth FILE`` writes: the totals and the per-model counts, as JSON."""
+        return {
+            "predictions": self.predictions,
+            "outcomes": self.outcomes,
+            "elapsed": round(self.elapsed, 3),
+            "interrupted": self.interrupted,
+            "errors": self.errors,
+            "models": [
+                {"model_id": model, "model_version": version, **counts}
+                for (model, version), counts in sorted(self.by_model.items())
+            ],
+        }
 
     def summary(self) -> str:
         """The last line a run prints; tests and scripts parse it, so keep it stable."""
@@ -395,10 +425,12 @@ class _Sender:
         self.failed: BaseException | None = None
         self.pending = 0
         self._partitioner = DefaultPartitioner()
-        self._buffers: dict[tuple[str, int], list[tuple[bytes, bytes]]] = {}
+        self._buffers: dict[tuple[str, int], list[tuple[bytes, bytes, Model]]] = {}
         self._deadlines: dict[tuple[str, int], float] = {}
+        # request id -> model of each prediction whose outcome has not been sent yet
+        self._model_of: dict[str, Model] = {}
 
-    def _acked(self, kind: str, records: int, fut: asyncio.Future[Any]) -> None:
+    def _acked(self, kind: str, models: Counter[Model], fut: asyncio.Future[Any]) -> None:
         self.pending -= 1
         if fut.cancelled():
             return
@@ -408,19 +440,33 @@ class _Sender:
                 self.failed = exc
             self.stats.errors.append(f"{self.topics[kind]}: {type(exc).__name__}: {exc}")
             return
+        records = sum(models.values())
         if kind == "prediction":
             self.stats.predictions += records
             self.stats.prediction_messages += 1
         else:
             self.stats.outcomes += records
             self.stats.outcome_messages += 1
+        field_name = f"{kind}s"
+        for model, n in models.items():
+            counts = self.stats.by_model.setdefault(model, {"predictions": 0, "outcomes": 0})
+            counts[field_name] += n
 
     async def _send(
-        self, kind: str, key: bytes, value: bytes, records: int, part: int | None
+        self, kind: str, key: bytes, value: bytes, models: Counter[Model], part: int | None
     ) -> None:
         fut = await self.producer.send(self.topics[kind], value=value, key=key, partition=part)
         self.pending += 1
-        fut.add_done_callback(lambda f: self._acked(kind, records, f))
+        fut.add_done_callback(lambda f: self._acked(kind, models, f))
+
+    def _model(self, kind: str, record: dict[str, Any]) -> Model:
+        """The model a record counts for; an outcome's is its prediction's (it names none)."""
+        rid = record["request_id"]
+        if kind == "prediction":
+            model = (record["model_id"], record.get("model_version") or "unversioned")
+            self._model_of[rid] = model
+            return model
+        return self._model_of.pop(rid, (record.get("model_id") or "", "unversioned"))
 
     async def settled(self, timeout: float = 30.0) -> None:
         """Wait until every acknowledgement has been counted.
@@ -435,19 +481,20 @@ class _Sender:
     async def add(self, kind: str, record: dict[str, Any], now: float) -> None:
         key = record["request_id"].encode()
         value = orjson.dumps(record)
+        model = self._model(kind, record)
         if kind == "prediction":
             self.sent.predictions += 1
         else:
             self.sent.outcomes += 1
         if self.batch == 1:
-            await self._send(kind, key, value, 1, None)
+            await self._send(kind, key, value, Counter([model]), None)
             return
         part = self._partitioner(key, self.parts, self.parts)
         slot = (kind, part)
         buf = self._buffers.setdefault(slot, [])
         if not buf:
             self._deadlines[slot] = now + BATCH_LINGER
-        buf.append((key, value))
+        buf.append((key, value, model))
         if len(buf) >= self.batch:
             await self._flush(slot)
 
@@ -460,8 +507,8 @@ class _Sender:
         self._deadlines.pop(slot, None)
         if not buf:
             return
-        value = b"[" + b",".join(v for _, v in buf) + b"]"
-        await self._send(kind, buf[0][0], value, len(buf), part)
+        value = b"[" + b",".join(v for _, v, _ in buf) + b"]"
+        await self._send(kind, buf[0][0], value, Counter(m for _, _, m in buf), part)
 
     async def flush_due(self, now: float) -> None:
         """Send partial batches that have waited :data:`BATCH_LINGER`."""
@@ -602,6 +649,7 @@ async def simulate(
     out: IO[str] | None = None,
     tty: bool | None = None,
     handle_signals: bool = True,
+    truth: str | None = None,
 ) -> SimulationStats:
     """Send a scenario's traffic to ``config``'s topics in real time; return what was sent.
 
@@ -611,6 +659,10 @@ async def simulate(
     :class:`SimulationError` when the broker refuses records mid-run (after
     flushing what it can). SIGINT and SIGTERM stop the run cleanly: pending
     batches are sent and the producer flushed before it returns.
+
+    ``truth``: a file to write :meth:`SimulationStats.truth` to once the run
+    ends (also when it fails), so a check can compare a worker's per-model
+    counts with what the broker acknowledged.
     """
     if not 1 <= batch <= MAX_BATCH:
         raise ValueError(f"--batch must be between 1 and {MAX_BATCH}, got {batch}")
@@ -629,6 +681,7 @@ async def simulate(
             run_id=run_id or new_run_id(),
             console=_Console(out or sys.stdout, tty=tty),
             stop=stop,
+            truth=truth,
         )
 
 
@@ -642,6 +695,7 @@ async def _simulate(
     run_id: str,
     console: _Console,
     stop: StopOnSignals,
+    truth: str | None = None,
 ) -> SimulationStats:
     from driftline.scenarios import generate
 
@@ -748,6 +802,9 @@ async def _simulate(
         stats.interrupted = stop.signal
         console.progress(stats.elapsed, sender.sent, force=True)
         console.close()
+        if truth is not None:
+            with open(truth, "wb") as f:
+                f.write(orjson.dumps(stats.truth(), option=orjson.OPT_INDENT_2))
     if stats.errors:
         raise SimulationError(
             f"{len(stats.errors)} send(s) failed, first: {stats.errors[0]}; {stats.summary()}"
