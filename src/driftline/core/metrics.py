@@ -713,6 +713,7 @@ class RollingMetrics:
         self._fresh = copy.deepcopy(metrics)
         self._evictions = 0
         self._refresh_after = window * metrics._REFRESH_WINDOWS
+        self._trim_at = window + max(1, window // 4)
 
     def push(self, *event: Any) -> None:
         """Like :meth:`update`, but counted only when the window is next read.
@@ -731,7 +732,10 @@ class RollingMetrics:
         """
         pending = self._pending
         pending.append(event)
-        if len(pending) >= 2 * self.window:
+        # Only the last ``window`` events can matter: trimming at 1.25 windows
+        # rather than 2 keeps ~375 fewer event tuples per monitor on average
+        # (1,000-event window, ~36 KB) for ~4 more pointer moves per push.
+        if len(pending) >= self._trim_at:
             del pending[: -self.window]
 
     def _sync(self) -> None:
