@@ -110,6 +110,18 @@ def refused_models(value: bytes | None, errors: list[RecordError]) -> list[tuple
     return found
 
 
+# RocksDB settings of the join table, per partition. Faust's defaults (a 64
+# MiB write buffer, up to 3 of them, a 2 GiB block cache) suit a table that is
+# read from disk; the join only writes there (reads come from memory) and
+# reads it back at recovery, so large memtables only grow the worker's RSS for
+# the first tens of minutes (+55% in a 10-minute soak) before the first flush.
+JOIN_TABLE_ROCKSDB = {
+    "write_buffer_size": 4 << 20,
+    "max_write_buffer_number": 2,
+    "block_cache_size": 16 << 20,
+}
+
+
 def tune_gc(young: int = 50_000) -> None:
     """Make the cyclic garbage collector cheap for a long-running worker.
 
@@ -187,6 +199,7 @@ def make_app(
         value_type=bytes,
         partitions=topics.partitions,
         extra_topic_configs=changelog_topic_config(config.label_ttl),
+        options=JOIN_TABLE_ROCKSDB,
     )
     # Entries are our own compact JSON: keep Faust's codecs out of the way.
     table.key_serializer = table.value_serializer = "raw"
