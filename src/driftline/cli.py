@@ -245,6 +245,14 @@ def topics_create(
     help="Where the join table lives locally: rocksdb:// (on disk, under --data-dir) or memory://.",
 )
 @click.option("--data-dir", default=".driftline-data", show_default=True)
+@click.option(
+    "--join-memory-entries",
+    type=click.IntRange(min=1),
+    default=200_000,
+    show_default=True,
+    help="Join entries kept in memory with the RocksDB store (~2.7 KB each); older ones"
+    " wait on disk and are read back when their outcome comes.",
+)
 @click.option("--loglevel", default="warning", show_default=True)
 def worker(
     broker: str | None,
@@ -253,6 +261,7 @@ def worker(
     web_host: str,
     store: str,
     data_dir: str,
+    join_memory_entries: int,
     loglevel: str,
 ) -> None:
     """Run the streaming worker: join, monitor, alert.
@@ -273,7 +282,13 @@ def worker(
         f" http://{web_host}:{web_port}/models",
         err=True,
     )
-    settings = WorkerSettings(web_port=web_port, web_host=web_host, store=store, data_dir=data_dir)
+    settings = WorkerSettings(
+        web_port=web_port,
+        web_host=web_host,
+        store=store,
+        data_dir=data_dir,
+        join_memory_entries=join_memory_entries,
+    )
     app, _state = make_app(config, settings)
     runner = faust.Worker(app, loglevel=loglevel, quiet=True)
     # Faust's console spinner also sets the root logger to DEBUG, so every

@@ -464,6 +464,53 @@ async def test_pending_joins_survive_a_restart_in_rocksdb(kafka_bootstrap, topic
     assert (restarted["joined"], restarted["duplicates"], restarted["late"]) == (40, 0, 0)
 
 
+async def test_pending_joins_beyond_the_memory_bound_wait_on_disk(
+    kafka_bootstrap, topic_factory, tmp_path
+):
+    """With at most 50 join entries in memory, 400 pending predictions wait in
+    RocksDB and every outcome still finds its prediction, across a restart too."""
+    topics = await make_topics(topic_factory, 2)
+    now = time.time()
+    small = ["--join-memory-entries", "50"]
+    first = WorkerProcess(kafka_bootstrap, topics, tmp_path, partitions=2, extra_args=small)
+    try:
+        await first.start()
+        async with Producer(kafka_bootstrap) as producer:
+            for start in range(0, 400, 100):  # several input batches, so entries spill
+                await producer.send_records(
+                    topics.predictions,
+                    [
+                        prediction(f"d-{i}", "disk", i % 2 == 0, now, score=0.7)
+                        for i in range(start, start + 100)
+                    ],
+                )
+                await first.wait_models({"disk": {"predictions": start + 100}}, settle=0)
+            health = await first.get_json("/healthz")
+            assert health["join_entries"] == 400
+            assert health["join_entries_in_memory"] <= 150, health  # the bound, plus one batch
+            await producer.send_records(
+                topics.outcomes, [outcome(f"d-{i}", True, now + 1.0) for i in range(200)]
+            )
+        await first.wait_models({"disk": {"joined": 200}})
+    except BaseException:
+        first.print_log()
+        raise
+    finally:
+        await first.stop()
+    async with (
+        running_worker(
+            kafka_bootstrap, topics, tmp_path, partitions=2, app_id=first.app_id, extra_args=small
+        ) as second,
+        Producer(kafka_bootstrap) as producer,
+    ):
+        await producer.send_records(
+            topics.outcomes, [outcome(f"d-{i}", True, now + 1.0) for i in range(200, 400)]
+        )
+        models = await second.wait_models({"disk": {"joined": 200}})
+    after = models["disk"]
+    assert (after["joined"], after["duplicates"], after["late"], after["expired"]) == (200, 0, 0, 0)
+
+
 # --------------------------------------------------------------------------
 # parity with replay
 

@@ -130,7 +130,9 @@ class WorkerProcess:
         env: Mapping[str, str] | None = None,
         loglevel: str = "info",
         app_id: str | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
+        self.extra_args = list(extra_args)
         self.bootstrap = bootstrap
         self.topics = topics
         # Pass the app id of an earlier worker to restart "the same" worker:
@@ -170,6 +172,7 @@ class WorkerProcess:
             str(self.workdir / "data"),
             "--loglevel",
             self.loglevel,
+            *self.extra_args,
         ]
 
     async def start(self, timeout: float = 120.0) -> None:

@@ -71,3 +71,63 @@ def test_changelog_keeps_records_three_ttls_and_at_least_a_day():
     assert changelog_topic_config(86_400)["retention.ms"] == str(3 * 86_400_000)
     assert changelog_topic_config(10)["retention.ms"] == str(86_400_000)
     assert changelog_topic_config(10)["cleanup.policy"] == "compact,delete"
+
+
+class RocksTable:
+    """A Faust table's RocksDB store as the join store uses it, on real RocksDB files."""
+
+    def __init__(self, path):
+        import rocksdict
+
+        self._path = path
+        self._dbs = {}
+        self._options = rocksdict.Options(raw_mode=True)
+        self.data = self  # the store is the table's .data
+
+    def _db_for_partition(self, partition):
+        import rocksdict
+
+        if partition not in self._dbs:
+            self._dbs[partition] = rocksdict.Rdict(
+                str(self._path / f"p{partition}"), options=self._options
+            )
+        return self._dbs[partition]
+
+    def set_persisted_offset(self, tp, offset):
+        pass
+
+    def items(self):
+        for db in self._dbs.values():
+            yield from db.items()
+
+
+def test_entries_beyond_the_memory_bound_wait_on_disk_and_still_join(tmp_path):
+    store = ChangelogDict(RocksTable(tmp_path), max_in_memory=100)
+    join = JoinBuffer(3600, store=store)
+    for i in range(1000):
+        join.partition = i % 3
+        join.add_prediction(Prediction(f"r{i}", "m", 1, float(i)))
+        if i % 50 == 49:
+            store.take()  # a batch ends: on disk, then over-the-bound entries leave memory
+    store.take()
+    assert store.in_memory() <= 100
+    assert len(store) == 1000  # the ones on disk still count
+    events = []
+    for i in range(1000):
+        join.partition = i % 3
+        events.extend(join.add_outcome(Outcome(f"r{i}", 1, float(i) + 1)))
+    assert [type(e).__name__ for e in events].count("Joined") == 1000
+    assert store.spill_reads >= 900  # read back from RocksDB, not kept in memory
+    # A retried outcome of a request whose tombstone was spilled is still a duplicate.
+    store.take()
+    dup = join.add_outcome(Outcome("r5", 1, 7.0))
+    assert [type(e).__name__ for e in dup] == ["Duplicate"]
+
+
+def test_without_rocksdb_nothing_is_spilled():
+    store = ChangelogDict(FakeTable(), max_in_memory=10)
+    join = JoinBuffer(3600, store=store)
+    for i in range(50):
+        join.add_prediction(Prediction(f"r{i}", "m", 1, float(i)))
+    store.take()
+    assert store.in_memory() == 50 and not store.spilled

@@ -59,6 +59,9 @@ class WorkerSettings:
     batch_size: int = 500
     batch_within: float = 0.05
     expiry_interval: float = 1.0
+    # Join entries kept in memory with the RocksDB store; older ones are read
+    # back from disk when their outcome (or a retry) comes. ~2.7 KB each.
+    join_memory_entries: int = 200_000
     replication_factor: int = 1
 
 
@@ -203,7 +206,7 @@ def make_app(
     )
     # Entries are our own compact JSON: keep Faust's codecs out of the way.
     table.key_serializer = table.value_serializer = "raw"
-    store = ChangelogDict(table)
+    store = ChangelogDict(table, max_in_memory=ws.join_memory_entries)
     writer = ChangelogWriter(
         bootstrap_servers(config.broker),
         table.changelog_topic.get_topic_name(),
@@ -367,7 +370,15 @@ def make_app(
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
-        return web.json({"status": "ok" if state.ready else "starting"})
+        store = state.store
+        return web.json(
+            {
+                "status": "ok" if state.ready else "starting",
+                # Join entries, and how many of them are in memory (the rest wait in RocksDB).
+                "join_entries": len(store),
+                "join_entries_in_memory": store.in_memory(),
+            }
+        )
 
     @app.page("/models")
     async def models(web: Any, request: Any) -> Any:

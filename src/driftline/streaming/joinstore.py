@@ -13,6 +13,7 @@ changelog's tail, or from the whole changelog with the memory store) and
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -93,6 +94,19 @@ class LocalTable:
         for partition, batch in batches.items():
             store._db_for_partition(partition).write(batch)
 
+    def read(self, key: bytes, partitions: Iterable[int]) -> tuple[int, bytes] | None:
+        """The stored value of ``key`` in the first of ``partitions`` that has it."""
+        if not self.rocksdb:
+            return None
+        dbs = self.table.data._dbs
+        for partition in partitions:
+            db = dbs.get(partition)
+            if db is not None:
+                raw = db.get(key)
+                if raw is not None:
+                    return partition, raw
+        return None
+
     def delete(self, key: bytes, partition: int) -> None:
         store = self.table.data
         if self.rocksdb:
@@ -117,14 +131,72 @@ class ChangelogDict(dict[str, Entry]):
     queue here and :meth:`take` hands them to :class:`ChangelogWriter`, which
     sends a whole batch at once before the input batch is acknowledged.
     A request changed twice in one batch is written once, with its last value.
+
+    With the RocksDB store, at most ``max_in_memory`` entries stay in the
+    dict: after each :meth:`take` (when every entry is on disk) the oldest
+    requests beyond that are dropped from memory ("spilled"), and a later
+    :meth:`get` of one reads it back from RocksDB. So a million predictions
+    waiting for their outcomes cost disk, not memory (only the expiry
+    index keeps a (deadline, id) pair per entry). Until something spills,
+    a read costs one dict look-up as before.
     """
 
-    def __init__(self, table: Any) -> None:
+    def __init__(self, table: Any, max_in_memory: int | None = None) -> None:
         super().__init__()
         self.table = table
         self.local = LocalTable(table)
         self.writes = 0
         self._dirty: dict[str, Entry] = {}
+        self.max_in_memory = max_in_memory if self.local.rocksdb else None
+        self.spilled: dict[int, int] = {}  # partition -> entries only on disk
+        self.spill_reads = 0
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        entry = dict.get(self, key)
+        if entry is None and self.spilled:
+            entry = self._load(key)
+        return default if entry is None else entry
+
+    def _load(self, key: str) -> Entry | None:
+        found = self.local.read(key.encode(), [p for p, n in self.spilled.items() if n > 0])
+        if found is None:
+            return None
+        partition, raw = found
+        entry = decode_entry(raw)
+        dict.__setitem__(self, key, entry)  # back in memory, clean: no write
+        self.spill_reads += 1
+        left = self.spilled[partition] - 1
+        if left > 0:
+            self.spilled[partition] = left
+        else:
+            del self.spilled[partition]
+        return entry
+
+    def __len__(self) -> int:
+        return dict.__len__(self) + sum(self.spilled.values())
+
+    def in_memory(self) -> int:
+        """Entries held in the dict (the rest are only on disk)."""
+        return dict.__len__(self)
+
+    def spill(self) -> int:
+        """Drop the oldest clean entries beyond ``max_in_memory`` from memory; return how many."""
+        cap = self.max_in_memory
+        excess = dict.__len__(self) - cap if cap is not None else 0
+        if excess <= 0:
+            return 0
+        dirty = self._dirty
+        gone = []
+        for key, entry in self.items():
+            if len(gone) >= excess:
+                break
+            if key not in dirty:  # only what RocksDB already holds may leave memory
+                gone.append((key, entry.partition))
+        spilled = self.spilled
+        for key, partition in gone:
+            dict.__delitem__(self, key)
+            spilled[partition] = spilled.get(partition, 0) + 1
+        return len(gone)
 
     def __setitem__(self, key: str, entry: Entry) -> None:
         dict.__setitem__(self, key, entry)  # not super(): a new object per call
@@ -152,12 +224,15 @@ class ChangelogDict(dict[str, Entry]):
             out[key.encode()] = (entry.partition, encode_entry(entry))
         self.local.write(out)
         self.writes += len(out)
+        if self.max_in_memory is not None and dict.__len__(self) > self.max_in_memory:
+            self.spill()
         return out
 
     def restore(self, partitions: set[int]) -> int:
         """Reload from the table's store, keeping only ``partitions``; return the count."""
         self.clear()
         self._dirty = {}
+        self.spilled = {}
         put = super().__setitem__
         stale = []
         for k, raw in list(self.table.data.items()):
@@ -172,6 +247,8 @@ class ChangelogDict(dict[str, Entry]):
         if not self.local.rocksdb:  # RocksDB files of other partitions are not open here
             for k in stale:
                 self.table.data.pop(k, None)
+        # Everything is in memory now, for the expiry index to be rebuilt;
+        # the next take() spills what is over the bound.
         return len(self)
 
     def drop_partitions(self, partitions: set[int]) -> int:
@@ -181,6 +258,8 @@ class ChangelogDict(dict[str, Entry]):
             dict.__delitem__(self, k)
             if not self.local.rocksdb:  # Faust closes a revoked partition's RocksDB files
                 self.table.data.pop(k.encode(), None)
+        for p in partitions:
+            self.spilled.pop(p, None)
         return len(gone)
 
 
