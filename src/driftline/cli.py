@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import sys
-from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
 import click
 
 from driftline.core.config import Config, ConfigError, load_config
+from driftline.summary import SUMMARY_HEAD, summary_rows
 
 
 def _load(config_path: str | None) -> Config:
@@ -28,53 +29,10 @@ def main() -> None:
     """driftline: catch machine-learning models going bad in production."""
 
 
-def _fmt(x: Any, digits: int = 3) -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, float):
-        return f"{x:.{digits}f}"
-    return str(x)
-
-
 def summary_table(models: list[dict[str, Any]], alerts: list[dict[str, Any]]) -> str:
     """The per-model summary printed after a replay."""
-    fired = Counter((a["model_id"], a["model_version"]) for a in alerts if a["status"] == "firing")
-    head = (
-        "model",
-        "version",
-        "task",
-        "predictions",
-        "joined",
-        "expired",
-        "late",
-        "dup",
-        "pending",
-        "accuracy",
-        "auc",
-        "mae",
-        "alerts",
-    )
-    rows = [head]
-    for m in models:
-        met = m["metrics"]
-        rows.append(
-            (
-                m["model_id"],
-                m["model_version"],
-                m["task"] or "-",
-                str(m["predictions"]),
-                str(m["joined"]),
-                str(m["expired"]),
-                str(m["late"]),
-                str(m["duplicates"]),
-                str(m.get("pending", 0)),
-                _fmt(met.get("accuracy")),
-                _fmt(met.get("roc_auc")),
-                _fmt(met.get("mae")),
-                str(fired[(m["model_id"], m["model_version"])]),
-            )
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    rows: list[Sequence[str]] = [SUMMARY_HEAD, *summary_rows(models, alerts)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(SUMMARY_HEAD))]
     lines = [
         "  ".join(
             c.ljust(w) if i < 3 else c.rjust(w)

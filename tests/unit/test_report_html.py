@@ -13,8 +13,8 @@ from driftline.cli import main, summary_table
 from driftline.core.config import Config
 from driftline.core.replay import replay
 from driftline.report import ModelSeries, Timeline, render_report, replay_report
-from driftline.report.html import SUMMARY_HEAD, summary_rows
 from driftline.report.svg import Chart, Line, Marker, render_chart, utc
+from driftline.summary import SUMMARY_HEAD, summary_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "covid.jsonl.gz"

@@ -22,7 +22,6 @@ for the optional "generated at" line the caller passes in.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,59 +41,9 @@ from driftline.report.charts import (
 )
 from driftline.report.svg import esc, utc
 from driftline.report.timeline import ModelSeries, Timeline
+from driftline.summary import SUMMARY_HEAD, fmt, summary_rows
 
 Alert = Mapping[str, Any]
-
-SUMMARY_HEAD = (
-    "model",
-    "version",
-    "task",
-    "predictions",
-    "joined",
-    "expired",
-    "late",
-    "dup",
-    "pending",
-    "accuracy",
-    "auc",
-    "mae",
-    "alerts",
-)
-"""The columns of the summary ``driftline replay`` prints on stderr, in its order."""
-
-
-def _fmt(x: Any, digits: int = 3) -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, float):
-        return f"{x:.{digits}f}"
-    return str(x)
-
-
-def summary_rows(models: Sequence[Mapping[str, Any]], alerts: Sequence[Alert]) -> list[list[str]]:
-    """The cells of the CLI's per-model summary, one row per model version."""
-    fired = Counter((a["model_id"], a["model_version"]) for a in alerts if a["status"] == "firing")
-    rows = []
-    for m in models:
-        met = m.get("metrics") or {}
-        rows.append(
-            [
-                str(m["model_id"]),
-                str(m["model_version"]),
-                m.get("task") or "-",
-                str(m.get("predictions", 0)),
-                str(m.get("joined", 0)),
-                str(m.get("expired", 0)),
-                str(m.get("late", 0)),
-                str(m.get("duplicates", 0)),
-                str(m.get("pending", 0)),
-                _fmt(met.get("accuracy")),
-                _fmt(met.get("roc_auc")),
-                _fmt(met.get("mae")),
-                str(fired[(m["model_id"], m["model_version"])]),
-            ]
-        )
-    return rows
 
 
 def _model_section(
@@ -212,7 +161,7 @@ def _alerts_table(numbered: Sequence[tuple[int, Alert]]) -> str:
             f'<td><span class="sev" style="background:{severity_color(sev)}">{esc(sev)}</span></td>'
             f'<td class="nowrap st-{"firing" if status == "firing" else "resolved"}">'
             f"{glyph(status)} {esc(status)}</td>"
-            f'<td class="r">{_fmt(value, 4) if isinstance(value, float) else esc(_fmt(value))}</td>'
+            f'<td class="r">{fmt(value, 4) if isinstance(value, float) else esc(fmt(value))}</td>'
             f"<td>{esc(a['summary'])}</td></tr>"
         )
     return (
