@@ -10,6 +10,7 @@ with generous timeouts for a shared, two-core machine.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import json
 import time
@@ -509,6 +510,80 @@ async def test_pending_joins_beyond_the_memory_bound_wait_on_disk(
         models = await second.wait_models({"disk": {"joined": 200}})
     after = models["disk"]
     assert (after["joined"], after["duplicates"], after["late"], after["expired"]) == (200, 0, 0, 0)
+
+
+async def test_a_second_worker_takes_over_models_and_each_lives_on_one_worker(
+    kafka_bootstrap, topic_factory, tmp_path
+):
+    """Scale out: a second worker of the same app takes partitions; afterwards
+    every model is monitored by exactly one worker (the other forgot it, rather
+    than showing frozen figures), and traffic after the rebalance is counted
+    once, by the model's owner."""
+    topics = await make_topics(topic_factory, 4)
+    models = [f"s{i}" for i in range(8)]
+    now = time.time()
+
+    def traffic(tag: str, n: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        preds = [
+            prediction(f"{tag}-{m}-{i}", m, i % 2 == 0, now, score=0.6)
+            for m in models
+            for i in range(n)
+        ]
+        outs = [outcome(f"{tag}-{m}-{i}", True, now + 1.0) for m in models for i in range(n)]
+        return preds, outs
+
+    first = WorkerProcess(kafka_bootstrap, topics, tmp_path / "a", partitions=4)
+    second = None
+    try:
+        await first.start()
+        async with Producer(kafka_bootstrap) as producer:
+            preds, outs = traffic("before", 10)
+            await producer.send_records(topics.predictions, preds)
+            await producer.send_records(topics.outcomes, outs)
+            await first.wait_models({m: {"joined": 10} for m in models})
+            second = WorkerProcess(
+                kafka_bootstrap, topics, tmp_path / "b", partitions=4, app_id=first.app_id
+            )
+            await second.start()
+
+            async def owners() -> tuple[dict[str, Any], dict[str, Any]]:
+                return await first.models(), await second.models()
+
+            # Wait until the rebalance has given the second worker some models' partitions
+            # and the first one has let go of them: send a little traffic until then.
+            deadline = time.monotonic() + 90
+            round_ = 0
+            while True:
+                round_ += 1
+                p, o = traffic(f"probe{round_}", 1)
+                await producer.send_records(topics.predictions, p)
+                await producer.send_records(topics.outcomes, o)
+                await asyncio.sleep(1.0)
+                a, b = await owners()
+                if b and set(a) | set(b) == set(models) and not set(a) & set(b):
+                    break
+                assert time.monotonic() < deadline, f"no clean split: {sorted(a)} / {sorted(b)}"
+            before_a = {m: a[m]["joined"] for m in a}
+            before_b = {m: b[m]["joined"] for m in b}
+            preds, outs = traffic("after", 20)
+            await producer.send_records(topics.predictions, preds)
+            await producer.send_records(topics.outcomes, outs)
+            expect_a = {m: {"joined": before_a[m] + 20} for m in before_a}
+            expect_b = {m: {"joined": before_b[m] + 20} for m in before_b}
+            a = await first.wait_models(expect_a)
+            b = await second.wait_models(expect_b)
+        assert set(a).isdisjoint(b) and set(a) | set(b) == set(models), (sorted(a), sorted(b))
+        assert all(m["duplicates"] == 0 for m in [*a.values(), *b.values()])
+    except BaseException:
+        first.print_log()
+        if second is not None:
+            second.print_log()
+        raise
+    finally:
+        if second is not None:
+            await second.stop()
+        await first.stop()
+        await first.delete_internal_topics()
 
 
 # --------------------------------------------------------------------------

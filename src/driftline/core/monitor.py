@@ -601,5 +601,27 @@ class MonitorSet:
                 return _NONE
         return mon.handle(ev)
 
+    def forget(self, model_ids: set[str]) -> int:
+        """Drop every version's monitor of ``model_ids``; return how many went.
+
+        For a worker that no longer owns the models' partition: their state
+        now lives on the worker that does, and a stale copy here would show
+        frozen figures in ``/models`` and ``/metrics`` beside the live ones.
+
+        >>> from driftline.core.config import load_config
+        >>> from driftline.core.events import Prediction, PredictionSeen
+        >>> ms = MonitorSet(load_config(env={}))
+        >>> for m in ("a", "b"):
+        ...     _ = ms.handle(PredictionSeen(Prediction("r-" + m, m, 1, 0.0)))
+        >>> ms.forget({"a"}), sorted(ms.monitors)
+        (1, [('b', 'unversioned')])
+        """
+        gone = [key for key in self.monitors if key[0] in model_ids]
+        for key in gone:
+            del self.monitors[key]
+        for model_id in model_ids:
+            self.versions.pop(model_id, None)
+        return len(gone)
+
     def status(self) -> list[dict[str, Any]]:
         return [m.status() for _, m in sorted(self.monitors.items())]

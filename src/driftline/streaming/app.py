@@ -76,6 +76,9 @@ class WorkerState:
     dead_letters: int = 0
     ready: bool = False
     telemetry: Telemetry = field(default_factory=Telemetry)  # for /metrics
+    # model id -> the model-events partition its events came from, to forget
+    # the monitors of models whose partition went to another worker.
+    model_partitions: dict[bytes, int] = field(default_factory=dict)
 
 
 def _named_model(obj: object) -> tuple[str, str] | None:
@@ -307,6 +310,7 @@ def make_app(
         """Feed model events to the monitors; send every alert they raise."""
         mons = state.monitors
         telemetry = state.telemetry
+        model_partitions = state.model_partitions
         async for event in stream.events():
             msg = event.message
             try:
@@ -340,6 +344,7 @@ def make_app(
                 mons.refused.clear()
                 await send_dead(dl, msg.topic)
             telemetry.monitored(msg.key, msg.headers, len(evs))
+            model_partitions[msg.key] = msg.partition
 
     @table.on_recover
     async def restored() -> None:
@@ -350,8 +355,25 @@ def make_app(
         }
         n = state.store.restore(assigned)
         state.join.rebuild_index()
+        forget_moved_models()
         state.ready = True
         log.info("join table restored: %d entries for partitions %s", n, sorted(assigned))
+
+    def forget_moved_models() -> None:
+        """After a rebalance: drop the monitors of models whose partition left this worker."""
+        name = model_events.get_topic_name()
+        mine = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == name}
+        moved = {key for key, p in state.model_partitions.items() if p not in mine}
+        if not moved:
+            return
+        for key in moved:
+            del state.model_partitions[key]
+        n = state.monitors.forget({key.decode() for key in moved})
+        log.info(
+            "%d model version(s) of %d model(s) now monitored by another worker: forgotten here",
+            n,
+            len(moved),
+        )
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app_: Any, revoked: set[TP], **_: Any) -> None:
