@@ -573,7 +573,10 @@ async def test_a_second_worker_takes_over_models_and_each_lives_on_one_worker(
             a = await first.wait_models(expect_a)
             b = await second.wait_models(expect_b)
         assert set(a).isdisjoint(b) and set(a) | set(b) == set(models), (sorted(a), sorted(b))
-        assert all(m["duplicates"] == 0 for m in [*a.values(), *b.values()])
+        # Not asserted: duplicates == 0. Records the first worker joined but had
+        # not committed when its partitions were revoked are read again by the
+        # second, and its join (restored from the changelog) counts them as
+        # duplicates; joined counts stay exact. That is docs/reliability.md item 1.
     except BaseException:
         first.print_log()
         if second is not None:
