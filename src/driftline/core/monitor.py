@@ -532,12 +532,14 @@ class MonitorSet:
         key = (model_id, model_version)
         mon = self.monitors.get(key)
         if mon is None:
-            cfg = self.config.model(model_id)
-            mon = self.monitors[key] = ModelMonitor(
-                model_id, model_version, cfg, self.config.label_ttl
-            )
+            mon = self.monitors[key] = self._new_monitor(model_id, model_version)
             self.versions[model_id] = self.versions.get(model_id, 0) + 1
         return mon
+
+    def _new_monitor(self, model_id: str, model_version: str) -> ModelMonitor:
+        """The monitor of a version seen for the first time (a subclass may stand in for it)."""
+        cfg = self.config.model(model_id)
+        return ModelMonitor(model_id, model_version, cfg, self.config.label_ttl)
 
     def refusal(self, model_id: str, model_version: str) -> str | None:
         """Why a version without a monitor may not get one (a cap), or None if it may."""

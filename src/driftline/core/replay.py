@@ -170,12 +170,10 @@ class ShardMonitors(MonitorSet):
         self.shard = shard
         self.jobs = jobs
 
-    def get(self, model_id: str, model_version: str) -> ModelMonitor:
-        key = (model_id, model_version)
-        if key not in self.monitors and shard_of(model_id, self.jobs) != self.shard:
-            self.monitors[key] = _ELSEWHERE
-            self.versions[model_id] = self.versions.get(model_id, 0) + 1
-        return super().get(model_id, model_version)
+    def _new_monitor(self, model_id: str, model_version: str) -> ModelMonitor:
+        if shard_of(model_id, self.jobs) != self.shard:
+            return _ELSEWHERE
+        return super()._new_monitor(model_id, model_version)
 
     def status(self) -> list[dict[str, Any]]:
         return [m.status() for _, m in sorted(self.monitors.items()) if m is not _ELSEWHERE]
@@ -217,17 +215,12 @@ def run(
     extend = events.extend
     for rec in records:
         extend(add_prediction(rec) if type(rec) is Prediction else add_outcome(rec))  # type: ignore[arg-type]
-    if positions is not None:
-        for i, ev in enumerate(events):
-            found = handle(ev)
-            if found:
-                alerts.extend(found)
-                positions.extend([i] * len(found))
-        return pipe, alerts
-    for ev in events:
+    for i, ev in enumerate(events):
         found = handle(ev)
         if found:
             alerts.extend(found)
+            if positions is not None:
+                positions.extend([i] * len(found))
             if on_alert is not None:
                 for a in found:
                     on_alert(a)

@@ -81,11 +81,6 @@ class WorkerState:
     model_partitions: dict[bytes, int] = field(default_factory=dict)
 
 
-def _named_model(obj: object) -> tuple[str, str] | None:
-    # Only a well-formed model id and version: a bad one must not become a monitor.
-    return named_model(obj)
-
-
 def refused_models(value: bytes | None, errors: list[RecordError]) -> list[tuple[str, str]]:
     """The model named by each refused record that plainly names one.
 
@@ -111,7 +106,7 @@ def refused_models(value: bytes | None, errors: list[RecordError]) -> list[tuple
             target = obj[err.index]
         else:
             continue
-        if named := _named_model(target):
+        if named := named_model(target):
             found.append(named)
     return found
 
