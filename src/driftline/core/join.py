@@ -35,6 +35,7 @@ import heapq
 from collections import deque
 from collections.abc import MutableMapping
 from dataclasses import dataclass
+from typing import Any
 
 from driftline.core.events import (
     Duplicate,
@@ -61,7 +62,10 @@ class Entry:
     """What the buffer remembers about one request id.
 
     ``deadline`` is when the entry moves on: a waiting entry expires then,
-    a tombstone is forgotten then.
+    a tombstone is forgotten then. ``p_pos`` and ``o_pos`` are the input
+    positions (:func:`position`) of the last prediction and outcome applied
+    to it, -1 when untracked: a record read again after a crash, whose
+    effect the entry already holds, is recognised by them and ignored.
     """
 
     state: int
@@ -72,6 +76,32 @@ class Entry:
     model_version: str | None = None
     extra_outcomes: int = 0
     partition: int = 0
+    p_pos: int = -1
+    o_pos: int = -1
+
+
+def position(offset: int, index: int, partition: int) -> int:
+    """One int naming a record: its message's offset, its index in the message, the partition.
+
+    Ordered by offset, then index, within one partition (the partition is
+    in the low 16 bits, so two positions compare only if those match:
+    see :func:`seen`).
+
+    >>> position(7, 2, 3) > position(7, 1, 3) > position(6, 9, 3)
+    True
+    """
+    return (offset << 32) | (index << 16) | partition
+
+
+def seen(last: int, pos: int) -> bool:
+    """Whether a record at ``pos`` was already applied, ``last`` being the last one applied.
+
+    Only positions of one partition compare; ``-1`` (untracked) never matches.
+
+    >>> seen(position(7, 0, 3), position(6, 0, 3)), seen(position(7, 0, 3), position(6, 0, 2))
+    (True, False)
+    """
+    return pos >= 0 and last >= pos and (last & 0xFFFF) == (pos & 0xFFFF)
 
 
 class JoinBuffer:
@@ -94,6 +124,14 @@ class JoinBuffer:
         # buffer spans partitions, and a changelogged store must write each
         # entry to the changelog partition of its request.
         self.partition = 0
+        # The input position of the record being processed (-1: untracked,
+        # as in replay), stored in its entry so that the same record read
+        # again after a crash changes nothing and emits nothing.
+        self.position = -1
+        # When a list, advance() appends (deadline, request id, partition)
+        # for each event it emits, in order: the worker tags those events by
+        # the expired entry rather than by the record that moved time on.
+        self.expiry_log: list[tuple[float, str, int]] | None = None
         self._max_time = float("-inf")
         # The expiry index: (deadline, request id) pairs, soonest first. Records
         # mostly come in event-time order, so most deadlines come in order too:
@@ -112,10 +150,24 @@ class JoinBuffer:
         return sum(1 for e in self.store.values() if e.state <= WAITING_OUTCOME)
 
     def rebuild_index(self) -> None:
-        """Recreate the expiry index from the store (after a restore)."""
+        """Recreate the expiry index from the store (after a restore).
+
+        Also recovers the newest event time the entries show, so that an
+        idle timer (see :meth:`advance`) expires what a restarted worker
+        restored even if no new record comes. The watermark itself stays
+        where it was: nothing expires here.
+        """
         self._fifo.clear()
         self._heap = [(e.deadline, rid) for rid, e in self.store.items()]
         heapq.heapify(self._heap)
+        ttl = self.ttl
+        newest = self._max_time
+        for e in self.store.values():
+            # A tombstone of an expiry lives two TTLs past its prediction, the rest one.
+            t = e.deadline - (2 * ttl if e.state == DONE_EXPIRED else ttl)
+            if t > newest:
+                newest = t
+        self._max_time = newest
 
     def _put(self, rid: str, entry: Entry, partition: int | None = None) -> None:
         entry.partition = self.partition if partition is None else partition
@@ -135,38 +187,55 @@ class JoinBuffer:
         rid = p.request_id
         store = self.store
         entry = store.get(rid)
+        pos = self.position
         out: list[ModelEvent]
         if entry is None:
             # The common case, inlined: this runs once per prediction.
             deadline = p.event_time + self.ttl
-            store[rid] = Entry(WAITING_PREDICTION, deadline, p, None, None, None, 0, self.partition)
-            self._index(deadline, rid)
-            out = [PredictionSeen(p)]
+            if deadline < self.watermark:
+                out = self._expired_on_arrival(rid, p, deadline, pos, -1)
+            else:
+                store[rid] = Entry(
+                    WAITING_PREDICTION, deadline, p, None, None, None, 0, self.partition, pos
+                )
+                self._index(deadline, rid)
+                out = [PredictionSeen(p)]
+        elif seen(entry.p_pos, pos):
+            out = []  # read again after a restart: the entry already holds it
         elif entry.state == WAITING_OUTCOME and p.event_time - entry.deadline > 0:
             # The outcome had given up waiting before this prediction's time:
             # an orphan, whatever order the two arrived in.
             o = entry.outcome
             assert o is not None
             extra = [OrphanOutcome(o.model_id, entry.deadline)] * (1 + entry.extra_outcomes)
-            self._put(rid, Entry(WAITING_PREDICTION, p.event_time + self.ttl, prediction=p))
-            out = [*extra, PredictionSeen(p)]
+            deadline = p.event_time + self.ttl
+            if deadline < self.watermark:
+                out = [*extra, *self._expired_on_arrival(rid, p, deadline, pos, entry.o_pos)]
+            else:
+                self._put(rid, Entry(WAITING_PREDICTION, deadline, p, p_pos=pos, o_pos=entry.o_pos))
+                out = [*extra, PredictionSeen(p)]
         elif entry.state == WAITING_OUTCOME and entry.deadline - p.event_time > 2 * self.ttl:
             # The outcome came more than a TTL after this prediction: the
             # prediction expired first, and the outcome is late.
             o = entry.outcome
             assert o is not None
-            out = [PredictionSeen(p), *self._expire_late(rid, p, o)]
+            out = [PredictionSeen(p), *self._expire_late(rid, p, o, pos, entry.o_pos)]
         elif entry.state == WAITING_OUTCOME:
             o = entry.outcome
             assert o is not None
             done = max(p.event_time, o.event_time) + self.ttl
-            self._put(rid, Entry(DONE_JOINED, done, None, None, p.model_id, p.model_version))
+            tomb = Entry(DONE_JOINED, done, None, None, p.model_id, p.model_version)
+            tomb.p_pos, tomb.o_pos = pos, entry.o_pos
+            self._put(rid, tomb)
             out = [PredictionSeen(p), Joined(p, o)]
             # Retried early outcomes are only attributable to a model now.
             dup = Duplicate(p.model_id, p.model_version, "outcome", o.event_time)
             out.extend([dup] * entry.extra_outcomes)
         else:
             out = [Duplicate(p.model_id, p.model_version, "prediction", p.event_time)]
+            if pos >= 0:  # remember it, so that reading it again does not count it again
+                entry.p_pos = pos
+                store[rid] = entry  # write back: the store may be a changelogged table
         if p.event_time > self._max_time:
             due = self._observe(p.event_time)
             if due:
@@ -176,27 +245,45 @@ class JoinBuffer:
     def add_outcome(self, o: Outcome) -> list[ModelEvent]:
         """Take an outcome; return the model events it causes."""
         rid = o.request_id
-        entry = self.store.get(rid)
+        store = self.store
+        entry = store.get(rid)
+        pos = self.position
         out: list[ModelEvent]
         if entry is None:
-            self._put(rid, Entry(WAITING_OUTCOME, o.event_time + self.ttl, outcome=o))
-            out = []
+            deadline = o.event_time + self.ttl
+            if deadline < self.watermark:  # event time is past its wait already
+                out = [OrphanOutcome(o.model_id, deadline)]
+            else:
+                self._put(rid, Entry(WAITING_OUTCOME, deadline, outcome=o, o_pos=pos))
+                out = []
+        elif seen(entry.o_pos, pos):
+            out = []  # read again after a restart: the entry already holds it
         elif entry.state == WAITING_PREDICTION and o.event_time > entry.deadline:
             # Past the TTL in event time: expired, then late, in any arrival order.
             p = entry.prediction
             assert p is not None
-            out = self._expire_late(rid, p, o)
+            out = self._expire_late(rid, p, o, entry.p_pos, pos)
         elif entry.state == WAITING_PREDICTION and entry.deadline - o.event_time > 2 * self.ttl:
             # An outcome from more than a TTL before its prediction: it gave up.
             out = [OrphanOutcome(o.model_id, o.event_time + self.ttl)]
+            self._note_outcome(rid, entry, pos)
         elif entry.state == WAITING_PREDICTION:
             # The common case, inlined: this runs once per joined pair.
             p = entry.prediction
             assert p is not None
             pt, ot = p.event_time, o.event_time
             done = (ot if ot > pt else pt) + self.ttl
-            self.store[rid] = Entry(
-                DONE_JOINED, done, None, None, p.model_id, p.model_version, 0, self.partition
+            store[rid] = Entry(
+                DONE_JOINED,
+                done,
+                None,
+                None,
+                p.model_id,
+                p.model_version,
+                0,
+                self.partition,
+                entry.p_pos,
+                pos,
             )
             self._index(done, rid)
             out = [Joined(p, o)]
@@ -209,12 +296,15 @@ class JoinBuffer:
                     entry.model_id, entry.model_version, o.event_time - predicted_at, o.event_time
                 )
             ]
+            self._note_outcome(rid, entry, pos)
         elif entry.state == DONE_JOINED:
             assert entry.model_id is not None and entry.model_version is not None
             out = [Duplicate(entry.model_id, entry.model_version, "outcome", o.event_time)]
+            self._note_outcome(rid, entry, pos)
         else:  # a retried early outcome: counted once its prediction names the model
             entry.extra_outcomes += 1
-            self.store[rid] = entry  # write back: the store may be a changelogged table
+            entry.o_pos = pos
+            store[rid] = entry  # write back: the store may be a changelogged table
             out = []
         if o.event_time > self._max_time:
             due = self._observe(o.event_time)
@@ -222,11 +312,34 @@ class JoinBuffer:
                 out.extend(due)
         return out
 
-    def _expire_late(self, rid: str, p: Prediction, o: Outcome) -> list[ModelEvent]:
+    def _note_outcome(self, rid: str, entry: Entry, pos: int) -> None:
+        """Remember the position of an outcome that changed nothing else."""
+        if pos >= 0:
+            entry.o_pos = pos
+            self.store[rid] = entry  # write back: the store may be a changelogged table
+
+    def _expired_on_arrival(
+        self, rid: str, p: Prediction, deadline: float, p_pos: int, o_pos: int
+    ) -> list[ModelEvent]:
+        """A prediction whose deadline event time has already passed: seen and expired at once.
+
+        Expiring it now, as the record's own events, rather than at the next
+        :meth:`advance` keeps what :meth:`advance` emits in (deadline, request
+        id) order, which is what lets the worker recognise an expiry it
+        emitted before a crash (see ``docs/reliability.md``).
+        """
+        tomb = Entry(DONE_EXPIRED, deadline + self.ttl, None, None, p.model_id, p.model_version)
+        tomb.p_pos, tomb.o_pos = p_pos, o_pos
+        self._put(rid, tomb)
+        return [PredictionSeen(p), Expired(p, deadline)]
+
+    def _expire_late(
+        self, rid: str, p: Prediction, o: Outcome, p_pos: int, o_pos: int
+    ) -> list[ModelEvent]:
         deadline = p.event_time + self.ttl
-        self._put(
-            rid, Entry(DONE_EXPIRED, deadline + self.ttl, None, None, p.model_id, p.model_version)
-        )
+        tomb = Entry(DONE_EXPIRED, deadline + self.ttl, None, None, p.model_id, p.model_version)
+        tomb.p_pos, tomb.o_pos = p_pos, o_pos
+        self._put(rid, tomb)
         late = LateOutcome(p.model_id, p.model_version, o.event_time - p.event_time, o.event_time)
         return [Expired(p, deadline), late]
 
@@ -245,12 +358,16 @@ class JoinBuffer:
         """Move event time to ``watermark``; expire and forget what is due.
 
         Called by data as it arrives, and by a timer for idle partitions.
-        The watermark never moves backwards.
+        The watermark never moves backwards, and entries expire in
+        (deadline, request id) order: an entry added with its deadline
+        already passed expires on arrival instead, so this order holds over
+        a whole run (the worker relies on it to spot re-sent expiries).
         """
         if watermark <= self.watermark:
             return []
         self.watermark = watermark
         out: list[ModelEvent] = []
+        log = self.expiry_log
         heap, fifo = self._heap, self._fifo
         store = self.store
         while True:
@@ -269,6 +386,7 @@ class JoinBuffer:
                 tomb = Entry(
                     DONE_EXPIRED, deadline + self.ttl, None, None, p.model_id, p.model_version
                 )
+                tomb.p_pos, tomb.o_pos = entry.p_pos, entry.o_pos
                 self._put(rid, tomb, entry.partition)  # the timer has no current record
                 out.append(Expired(p, deadline))
             elif entry.state == WAITING_OUTCOME:
@@ -278,4 +396,46 @@ class JoinBuffer:
                 out.append(OrphanOutcome(o.model_id, deadline))
             else:
                 del store[rid]
+                continue
+            if log is not None:
+                log.append((deadline, rid, entry.partition))
         return out
+
+
+def tag_events(
+    evs: list[ModelEvent],
+    tag: list[Any],
+    expiry_log: list[tuple[float, str, int]] | None,
+    out: list[ModelEvent],
+    tags: list[list[Any]],
+) -> None:
+    """Append ``evs``, just returned by a :class:`JoinBuffer`, to ``out``; their tags to ``tags``.
+
+    ``tag`` is ``[source, position, 0]`` of the record that caused them.
+    The events the join's expiry emitted come last, one per entry of its
+    ``expiry_log`` (which this empties): those are tagged by the entry that
+    expired, ``["x<partition>", deadline, request_id]``. Several events of
+    one record are numbered. See :data:`driftline.core.wire.Tag`.
+
+    >>> join = JoinBuffer(ttl=10.0)
+    >>> join.expiry_log = []
+    >>> join.position = position(0, 0, 1)
+    >>> _ = join.add_prediction(Prediction("r1", "m", 1, 0.0))
+    >>> join.position = position(1, 0, 1)
+    >>> evs = join.add_prediction(Prediction("r2", "m", 1, 20.0))
+    >>> out, tags = [], []
+    >>> tag_events(evs, ["p1", join.position, 0], join.expiry_log, out, tags)
+    >>> [type(e).__name__ for e in out], tags
+    (['PredictionSeen', 'Expired'], [['p1', 4294967297, 0], ['x0', 10.0, 'r1']])
+    """
+    n_expired = len(expiry_log) if expiry_log else 0
+    own = len(evs) - n_expired
+    out.extend(evs)
+    if own == 1:
+        tags.append(tag)
+    elif own:  # one record, several events: numbered, so that each passes the monitors
+        src, pos, _ = tag
+        tags.extend([[src, pos, i] for i in range(own)])
+    if expiry_log:
+        tags.extend([[f"x{part}", deadline, rid] for deadline, rid, part in expiry_log])
+        expiry_log.clear()

@@ -13,7 +13,7 @@ from driftline.core.events import (
     Prediction,
     PredictionSeen,
 )
-from driftline.core.join import JoinBuffer
+from driftline.core.join import JoinBuffer, position
 
 
 def P(rid, t, model="m"):
@@ -181,3 +181,84 @@ def test_many_pending_entries_expire_in_deadline_order():
     # The ones that expired while data arrived are not reported twice.
     assert len(evs) < 2000
     assert j.pending() == 0
+
+
+# --- crash recovery: positions, expiry order, restored event time -----------------
+
+
+def at(j, offset, partition=0):
+    """Process the next record as if read at ``offset`` of ``partition``."""
+    j.partition = partition
+    j.position = position(offset, 0, partition)
+    return j
+
+
+def test_a_record_read_again_at_the_same_position_changes_nothing():
+    j = JoinBuffer(ttl=60)
+    assert kinds(at(j, 0).add_prediction(P("r", 1))) == ["PredictionSeen"]
+    assert kinds(at(j, 0).add_prediction(P("r", 1))) == []  # re-read after a crash
+    assert kinds(at(j, 5).add_outcome(O("r", 2))) == ["Joined"]
+    assert kinds(at(j, 5).add_outcome(O("r", 2))) == []
+    # A real retry is a new record (a new position): a duplicate, remembered too.
+    assert kinds(at(j, 6).add_outcome(O("r", 2))) == ["Duplicate"]
+    assert kinds(at(j, 6).add_outcome(O("r", 2))) == []
+    assert kinds(at(j, 7).add_prediction(P("r", 1))) == ["Duplicate"]
+    assert kinds(at(j, 7).add_prediction(P("r", 1))) == []
+    # The same offset of another partition is another record.
+    assert kinds(at(j, 7, partition=1).add_prediction(P("r", 1))) == ["Duplicate"]
+
+
+def test_an_early_outcome_read_again_is_not_a_second_outcome():
+    j = JoinBuffer(ttl=60)
+    assert kinds(at(j, 3).add_outcome(O("r", 2))) == []
+    assert kinds(at(j, 3).add_outcome(O("r", 2))) == []
+    assert kinds(at(j, 4).add_prediction(P("r", 1))) == ["PredictionSeen", "Joined"]
+
+
+def test_positions_are_untracked_by_default():
+    j = JoinBuffer(ttl=60)  # replay: no positions, every record counts
+    j.add_prediction(P("r", 1))
+    assert kinds(j.add_prediction(P("r", 1))) == ["Duplicate"]
+
+
+def test_a_prediction_past_its_deadline_on_arrival_expires_at_once():
+    j = JoinBuffer(ttl=10)
+    j.expiry_log = []
+    j.add_prediction(P("new", 100))
+    evs = j.add_prediction(P("old", 50))  # deadline 60 < watermark 100
+    assert kinds(evs) == ["PredictionSeen", "Expired"]
+    assert j.expiry_log == []  # the record's own events, not the watermark's
+    assert kinds(j.add_outcome(O("old", 55))) == ["LateOutcome"]
+
+
+def test_an_outcome_past_its_wait_on_arrival_is_an_orphan_at_once():
+    j = JoinBuffer(ttl=10)
+    j.add_prediction(P("new", 100))
+    assert kinds(j.add_outcome(O("gone", 50))) == ["OrphanOutcome"]
+    assert "gone" not in j.store
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 40), st.integers(0, 300)), max_size=120))
+def test_the_watermark_expires_in_deadline_then_id_order(records):
+    """What makes a re-sent expiry recognisable: advance() emits in (deadline, id) order."""
+    j = JoinBuffer(ttl=20)
+    j.expiry_log = []
+    for is_prediction, rid, t in records:
+        if is_prediction:
+            j.add_prediction(P(f"r{rid}", t))
+        else:
+            j.add_outcome(O(f"r{rid}", t))
+    j.advance(1e9)
+    keys = [(d, rid) for d, rid, _ in j.expiry_log]
+    assert keys == sorted(keys)
+
+
+def test_a_restored_buffer_knows_how_far_event_time_got():
+    j = JoinBuffer(ttl=10)
+    j.add_prediction(P("a", 100))
+    j.add_prediction(P("b", 105))
+    restored = JoinBuffer(ttl=10, store=dict(j.store))
+    assert restored._max_time == 105
+    assert restored.watermark == float("-inf")  # nothing expires until time moves on
+    assert kinds(restored.advance(restored._max_time + 6)) == ["Expired"]  # a, not b
