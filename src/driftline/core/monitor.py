@@ -603,6 +603,18 @@ class MonitorSet:
                 return _NONE
         return mon.handle(ev)
 
+    def of_model(self, model_id: str) -> list[ModelMonitor]:
+        """The monitors of every version of ``model_id`` (for a checkpoint)."""
+        return [m for (mid, _), m in self.monitors.items() if mid == model_id]
+
+    def adopt(self, monitors: list[ModelMonitor]) -> None:
+        """Take over monitors restored from a checkpoint, replacing any of the same versions."""
+        for mon in monitors:
+            key = (mon.model_id, mon.model_version)
+            if key not in self.monitors:
+                self.versions[mon.model_id] = self.versions.get(mon.model_id, 0) + 1
+            self.monitors[key] = mon
+
     def forget(self, model_ids: set[str]) -> int:
         """Drop every version's monitor of ``model_ids``; return how many went.
 

@@ -119,22 +119,55 @@ def encode_batches(events: list[ModelEvent], max_bytes: int = 512 * 1024) -> lis
     >>> [len(decode_batch(m)) for m in encode_batches(evs, max_bytes=1000)]
     [34, 34, 32]
     """
-    encoded = [_encode(e) for e in events]
-    whole = orjson.dumps(encoded)
+    return _pack([_encode(e) for e in events], max_bytes, b"[", b"]")
+
+
+Tag = list[Any]
+"""Where a model event comes from, for the monitor stage to drop one it already has.
+
+``[source, a, b]``, ordered by ``(a, b)`` within a source and a model:
+``["p3", position, i]`` for the ``i``-th event caused by the record at
+input ``position`` (see :func:`driftline.core.join.position`) of
+predictions partition 3 (``"o3"``: outcomes), ``["x3", deadline,
+request_id]`` for an expiry of an entry of partition 3 (the join emits
+those in that order).
+"""
+
+
+def encode_tagged(
+    events: list[ModelEvent], tags: list[Tag], max_bytes: int = 512 * 1024
+) -> list[bytes]:
+    """Like :func:`encode_batches`, each event with its :data:`Tag`.
+
+    >>> from driftline.core.events import Duplicate
+    >>> raw = encode_tagged([Duplicate("m", "v", "outcome", 5.0)], [["o1", 70, 0]])
+    >>> raw
+    [b'{"tagged":[["d","m","v","outcome",5.0,["o1",70,0]]]}']
+    >>> decode_tagged(raw[0])
+    ([Duplicate(model_id='m', model_version='v', side='outcome', event_time=5.0)], [['o1', 70, 0]])
+    """
+    items = [[*_encode(e), t] for e, t in zip(events, tags, strict=True)]
+    return _pack(items, max_bytes, b'{"tagged":[', b"]}")
+
+
+def _pack(items: list[Any], max_bytes: int, head: bytes, tail: bytes) -> list[bytes]:
+    if not items:
+        return []
+    whole = orjson.dumps(items)
     if len(whole) <= max_bytes:  # the usual case: one message, one dumps call
-        return [whole] if events else []
-    items = [orjson.dumps(item) for item in encoded]
+        return [whole if head == b"[" else head + whole[1:-1] + tail]
+    encoded = [orjson.dumps(item) for item in items]
     out: list[bytes] = []
     chunk: list[bytes] = []
-    size = 2
-    for item in items:
+    size = len(head) + len(tail)
+    for item in encoded:
         if chunk and size + len(item) + 1 > max_bytes:
-            out.append(b"[" + b",".join(chunk) + b"]")
-            chunk, size = [], 2
+            out.append(head + b",".join(chunk) + tail)
+            chunk, size = [], len(head) + len(tail)
         chunk.append(item)
         size += len(item) + 1
     if chunk:
-        out.append(b"[" + b",".join(chunk) + b"]")
+        out.append(head + b",".join(chunk) + tail)
     return out
 
 
@@ -173,4 +206,25 @@ def decode_batch(raw: bytes) -> list[ModelEvent]:
     except WireError:
         raise
     except (orjson.JSONDecodeError, TypeError, ValueError, IndexError) as exc:
+        raise WireError(f"bad model-event message: {exc}") from None
+
+
+def decode_tagged(raw: bytes) -> tuple[list[ModelEvent], list[Tag | None]]:
+    """The events of one message and their tags (``None`` for an untagged message)."""
+    try:
+        obj = orjson.loads(raw)
+        if isinstance(obj, list):
+            return [_decode(item) for item in obj], [None] * len(obj)
+        items = obj.get("tagged") if isinstance(obj, dict) else None
+        if not isinstance(items, list):
+            raise WireError("bad model-event message: neither a JSON array nor tagged events")
+        events = [_decode(item[:-1]) for item in items]
+        tags = [item[-1] for item in items]
+        for t in tags:
+            if not (isinstance(t, list) and len(t) == 3 and isinstance(t[0], str)):
+                raise WireError(f"bad model-event message: bad tag {t!r}")
+        return events, tags
+    except WireError:
+        raise
+    except (orjson.JSONDecodeError, TypeError, ValueError, IndexError, AttributeError) as exc:
         raise WireError(f"bad model-event message: {exc}") from None
