@@ -211,6 +211,20 @@ def topics_create(
     help="Join entries kept in memory with the RocksDB store (~2.7 KB each); older ones"
     " wait on disk and are read back when their outcome comes.",
 )
+@click.option(
+    "--instance-id",
+    envvar="DRIFTLINE_INSTANCE_ID",
+    help="A stable name for this worker (e.g. its pod name): a worker restarted under the"
+    " same name gets its partitions back at once instead of after the session timeout"
+    " (Kafka static membership). Each worker of an app needs its own.",
+)
+@click.option(
+    "--checkpoint-interval",
+    type=click.FloatRange(min=0.1),
+    default=5.0,
+    show_default=True,
+    help="Seconds between monitor checkpoints: at most this much work is redone after a crash.",
+)
 @click.option("--loglevel", default="warning", show_default=True)
 def worker(
     broker: str | None,
@@ -220,6 +234,8 @@ def worker(
     store: str,
     data_dir: str,
     join_memory_entries: int,
+    instance_id: str | None,
+    checkpoint_interval: float,
     loglevel: str,
 ) -> None:
     """Run the streaming worker: join, monitor, alert.
@@ -246,6 +262,8 @@ def worker(
         store=store,
         data_dir=data_dir,
         join_memory_entries=join_memory_entries,
+        instance_id=instance_id or None,
+        checkpoint_interval=checkpoint_interval,
     )
     app, _state = make_app(config, settings)
     runner = faust.Worker(app, loglevel=loglevel, quiet=True)

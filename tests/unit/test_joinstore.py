@@ -1,10 +1,13 @@
 from driftline.core.events import Outcome, Prediction
 from driftline.core.join import DONE_JOINED, WAITING_OUTCOME, WAITING_PREDICTION, Entry, JoinBuffer
 from driftline.streaming.joinstore import (
+    EMPTY_OUTBOX,
     ChangelogDict,
     changelog_topic_config,
     decode_entry,
     encode_entry,
+    outbox_change,
+    watermark_change,
 )
 
 
@@ -13,6 +16,14 @@ class FakeTable:
 
     def __init__(self):
         self.data = {}
+
+
+def end_batch(store: ChangelogDict) -> dict:
+    """What the worker does at the end of a batch: take the changes; once the changelog has
+    them, store them locally (and spill what is over the memory bound)."""
+    changes = store.take()
+    store.stored(changes)
+    return changes
 
 
 def test_entry_round_trips_through_the_changelog_encoding():
@@ -32,14 +43,14 @@ def test_changes_go_to_the_changelog_partition_of_their_request():
     join.add_prediction(Prediction("r1", "m", 1, 0.0))
     join.partition = 5
     join.add_prediction(Prediction("r2", "m", 1, 1.0))
-    first = store.take()
+    first = end_batch(store)
     assert {k: p for k, (p, _) in first.items()} == {b"r1": 2, b"r2": 5}
     assert decode_entry(first[b"r1"][1]).state == WAITING_PREDICTION
     join.advance(70)  # both expire on the timer: tombstones keep their own partitions
-    second = store.take()
+    second = end_batch(store)
     assert {k: p for k, (p, _) in second.items()} == {b"r1": 2, b"r2": 5}
     join.advance(200)  # then forgotten: no write, the changelog's retention drops them
-    assert store.take() == {}
+    assert end_batch(store) == {}
     assert len(store) == 0 and store.table.data == {}
     assert store.writes == 4
 
@@ -49,7 +60,7 @@ def test_a_request_changed_twice_in_a_batch_is_written_once():
     join = JoinBuffer(60, store=store)
     join.add_prediction(Prediction("r1", "m", 1, 0.0))
     join.add_outcome(Outcome("r1", 1, 3.0))
-    (only,) = store.take().values()
+    (only,) = end_batch(store).values()
     assert decode_entry(only[1]).state == DONE_JOINED
 
 
@@ -60,7 +71,7 @@ def test_restore_keeps_only_assigned_partitions():
     for part, rid in ((0, "a"), (1, "b")):
         join.partition = part
         join.add_prediction(Prediction(rid, "m", 1, 0.0))
-    store.take()  # the worker takes the changes at the end of every batch
+    end_batch(store)  # the worker takes the changes at the end of every batch
     fresh = ChangelogDict(table)
     assert fresh.restore({1}) == 1
     assert list(fresh) == ["b"]
@@ -108,8 +119,8 @@ def test_entries_beyond_the_memory_bound_wait_on_disk_and_still_join(tmp_path):
         join.partition = i % 3
         join.add_prediction(Prediction(f"r{i}", "m", 1, float(i)))
         if i % 50 == 49:
-            store.take()  # a batch ends: on disk, then over-the-bound entries leave memory
-    store.take()
+            end_batch(store)  # a batch ends: on disk, then over-the-bound entries leave memory
+    end_batch(store)
     assert store.in_memory() <= 100
     assert len(store) == 1000  # the ones on disk still count
     events = []
@@ -119,7 +130,7 @@ def test_entries_beyond_the_memory_bound_wait_on_disk_and_still_join(tmp_path):
     assert [type(e).__name__ for e in events].count("Joined") == 1000
     assert store.spill_reads >= 900  # read back from RocksDB, not kept in memory
     # A retried outcome of a request whose tombstone was spilled is still a duplicate.
-    store.take()
+    end_batch(store)
     dup = join.add_outcome(Outcome("r5", 1, 7.0))
     assert [type(e).__name__ for e in dup] == ["Duplicate"]
 
@@ -129,5 +140,36 @@ def test_without_rocksdb_nothing_is_spilled():
     join = JoinBuffer(3600, store=store)
     for i in range(50):
         join.add_prediction(Prediction(f"r{i}", "m", 1, float(i)))
-    store.take()
+    end_batch(store)
     assert store.in_memory() == 50 and not store.spilled
+
+
+def test_entries_keep_their_input_positions_and_old_ones_decode_without():
+    e = Entry(DONE_JOINED, 99.0, None, None, "m", "v2", 0, 1, p_pos=1 << 40, o_pos=7)
+    back = decode_entry(encode_entry(e))
+    assert (back.p_pos, back.o_pos) == (1 << 40, 7)
+    # An entry written before positions were kept: 8 fields, untracked (-1).
+    old = b'[2,99.0,1,"m","v2",0,null,null]'
+    assert (decode_entry(old).p_pos, decode_entry(old).o_pos) == (-1, -1)
+
+
+def test_restore_reads_the_joins_watermark_and_outbox_apart_from_the_entries():
+    table = FakeTable()
+    store = ChangelogDict(table)
+    join = JoinBuffer(60, store=store)
+    join.partition = 1
+    join.add_prediction(Prediction("r1", "m", 1, 0.0))
+    changes = store.take()
+    for key, change in (watermark_change(1, 42.5), outbox_change(1, b'{"tagged":[]}')):
+        changes[key] = change
+    key, change = watermark_change(2, 99.0)  # another worker's partition
+    changes[key] = change
+    store.stored(changes)
+    assert store.restore({1}) == 1  # the join's own records are not entries
+    assert list(store) == ["r1"]
+    assert store.watermarks == {1: 42.5}
+    assert store.outboxes == {1: EMPTY_OUTBOX}
+
+
+def test_the_changelog_takes_a_whole_batch_in_one_message():
+    assert int(changelog_topic_config(60)["max.message.bytes"]) >= 16 << 20

@@ -650,7 +650,7 @@ async def _watch_handoffs(
 ) -> None:
     """Record when each joined pair shows up on the model-events topic, by request id."""
     from driftline.core.events import Joined
-    from driftline.core.wire import WireError, decode_batch
+    from driftline.core.wire import WireError, decode_tagged
 
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
@@ -676,7 +676,7 @@ async def _watch_handoffs(
             for batch in batches.values():
                 for message in batch:
                     try:
-                        events = decode_batch(message.value)
+                        events, _ = decode_tagged(message.value)
                     except WireError:
                         continue
                     for ev in events:

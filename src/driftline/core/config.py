@@ -285,6 +285,11 @@ class Config:
         """The internal topic between join and monitors (one per app id)."""
         return self.topics.model_events or f"{self.app_id}-model-events"
 
+    @property
+    def checkpoint_topic(self) -> str:
+        """The internal, compacted topic of monitor checkpoints (one per app id)."""
+        return f"{self.app_id}-monitor-checkpoints"
+
     def model(self, model_id: str) -> ModelConfig:
         """The settings for ``model_id``: defaults, then its own overrides."""
         cached = self._cache.get(model_id)

@@ -20,10 +20,10 @@ even when no data comes.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,16 +31,32 @@ import faust
 import orjson
 from faust.types import TP
 
+from driftline.core import checkpoint
 from driftline.core.codec import RecordError, decode_message, named_model
 from driftline.core.config import Config
-from driftline.core.events import ModelEvent, Prediction, Rejected
-from driftline.core.join import JoinBuffer
+from driftline.core.events import ModelEvent, Rejected
+from driftline.core.join import JoinBuffer, position, tag_events
 from driftline.core.monitor import MonitorSet
-from driftline.core.wire import WireError, decode_batch, encode_batches
+from driftline.core.wire import Tag, WireError, decode_tagged, encode_tagged
+from driftline.streaming.checkpoints import read_checkpoints
 from driftline.streaming.deadletter import DeadLetter, dead_letter, refused_predictions
 from driftline.streaming.fetchwait import shorten_fetch_wait
-from driftline.streaming.joinstore import ChangelogDict, ChangelogWriter, changelog_topic_config
-from driftline.streaming.kafka import aiokafka_auth, bootstrap_servers, faust_credentials
+from driftline.streaming.joinstore import (
+    CHANGELOG_MAX_BYTES,
+    EMPTY_OUTBOX,
+    OUTBOX_MAX_BYTES,
+    ChangelogDict,
+    ChangelogWriter,
+    changelog_topic_config,
+    outbox_change,
+    watermark_change,
+)
+from driftline.streaming.kafka import (
+    CHECKPOINT_MAX_BYTES,
+    aiokafka_auth,
+    bootstrap_servers,
+    faust_credentials,
+)
 from driftline.streaming.metrics import Telemetry, input_time_headers, install_metrics
 
 log = logging.getLogger("driftline.worker")
@@ -63,6 +79,12 @@ class WorkerSettings:
     # back from disk when their outcome (or a retry) comes. ~2.7 KB each.
     join_memory_entries: int = 200_000
     replication_factor: int = 1
+    # Seconds between monitor checkpoints. Input offsets are committed only
+    # once checkpointed, so this is also how much a crash makes the worker redo.
+    checkpoint_interval: float = 5.0
+    # Kafka static membership: a worker restarted under the same name gets its
+    # partitions back at once, without waiting for the session timeout.
+    instance_id: str | None = None
 
 
 @dataclass
@@ -79,6 +101,16 @@ class WorkerState:
     # model id -> the model-events partition its events came from, to forget
     # the monitors of models whose partition went to another worker.
     model_partitions: dict[bytes, int] = field(default_factory=dict)
+    # Exactly-once bookkeeping of the monitor stage (docs/reliability.md):
+    # per model id, the high-water mark of the events applied, per source;
+    high_water: dict[bytes, checkpoint.HighWater] = field(default_factory=dict)
+    # per model id, the model-events offset its checkpoint covers (skip below);
+    resume_at: dict[bytes, int] = field(default_factory=dict)
+    # the model-events partitions whose monitors live here.
+    monitor_partitions: set[int] = field(default_factory=set)
+    checkpoints_written: int = 0
+    checkpoints_restored: int = 0
+    replayed_events_skipped: int = 0
 
 
 def refused_models(value: bytes | None, errors: list[RecordError]) -> list[tuple[str, str]]:
@@ -167,6 +199,7 @@ def make_app(
         broker_max_poll_records=max(500, ws.batch_size),
         web_enabled=True,
         broker_credentials=faust_credentials(config.security),
+        consumer_group_instance_id=ws.instance_id,
     )
     inputs = app.topic(
         topics.predictions,
@@ -209,7 +242,13 @@ def make_app(
         bootstrap_servers(config.broker),
         table.changelog_topic.get_topic_name(),
         linger_ms=0,
-        max_batch_size=1 << 20,
+        # One record batch per partition and write: appended whole or not at all.
+        max_batch_size=CHANGELOG_MAX_BYTES,
+        # What this producer sends must land once: a retry of a request whose
+        # answer was lost is not appended twice.
+        acks="all",
+        enable_idempotence=True,
+        max_request_size=max(CHECKPOINT_MAX_BYTES, CHANGELOG_MAX_BYTES) + (1 << 20),
         **aiokafka_auth(config.security),
     )
     state = WorkerState(
@@ -220,27 +259,75 @@ def make_app(
     limits = config.limits
     pred_topic = topics.predictions
 
+    state.join.expiry_log = []
+    # The join agent and the idle-expiry timer both emit model events: one at
+    # a time, so that each source's events reach the monitors in order.
+    join_lock = asyncio.Lock()
+    model_events_name = model_events.get_topic_name()
+    client_auth = aiokafka_auth(config.security)
+
     async def send_dead(dl: DeadLetter, source: str) -> None:
         state.dead_letters += 1
         state.telemetry.dead_letter(source, dl.code)
         await dead_topic.send(key=dl.key, value=dl.value, headers=dl.headers)
 
-    async def commit_join_changes() -> None:
-        # Before the input batch is acknowledged: a restart must find the
-        # join state of every record whose offset was committed.
-        store.local.persisted(await writer.write(store.take()))
+    async def commit_batch(
+        out: list[ModelEvent],
+        tags: list[Tag],
+        partitions: set[int],
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        """Make a batch's join state durable, then send its model events.
+
+        Per changelog partition, in one record batch (which the broker appends
+        whole or not at all): the entries' changes, the watermark, and the
+        outbox (the model events this partition's records caused, tagged).
+        Only then do the model events go out, and only then is the input
+        batch acknowledged. So no model event ever leaves without the state
+        that made it, and a worker that restores the partition after a crash
+        sends the outbox again, which the monitors drop if they have it
+        (docs/reliability.md).
+        """
+        j = state.join
+        changes = store.take()
+        by_partition: dict[int, tuple[list[ModelEvent], list[Tag]]] = {}
+        for ev, tag in zip(out, tags, strict=True):
+            group = by_partition.get(part := int(tag[0][1:]))
+            if group is None:
+                group = by_partition[part] = ([], [])
+            group[0].append(ev)
+            group[1].append(tag)
+        for part in partitions | by_partition.keys():
+            key, change = watermark_change(part, j.watermark)
+            changes[key] = change
+            evs, tgs = by_partition.get(part, ([], []))
+            raw = encode_tagged(evs, tgs, OUTBOX_MAX_BYTES)[0] if evs else EMPTY_OUTBOX
+            key, change = outbox_change(part, raw)
+            changes[key] = change
+        offsets = await writer.write(changes)
+        store.stored(changes)
+        store.local.persisted(offsets)
+        if out:
+            await send_model_events(out, tags, headers)
 
     async def send_model_events(
-        events: Iterable[ModelEvent], headers: list[tuple[str, bytes]] | None = None
+        events: list[ModelEvent], tags: list[Tag], headers: list[tuple[str, bytes]] | None = None
     ) -> None:
-        by_model: dict[str, list[ModelEvent]] = {}
-        for ev in events:
+        """Send tagged model events, one message per model (or more if large); wait until landed."""
+        by_model: dict[str, tuple[list[ModelEvent], list[Tag]]] = {}
+        for ev, tag in zip(events, tags, strict=True):
             model = ev.prediction.model_id if hasattr(ev, "prediction") else ev.model_id  # type: ignore[union-attr]
-            by_model.setdefault(model or "", []).append(ev)
-        for model, evs in by_model.items():
-            key = model.encode()
-            for value in encode_batches(evs):  # each under the broker's message size limit
-                await model_events.send(key=key, value=value, headers=headers)
+            group = by_model.get(model or "")
+            if group is None:
+                group = by_model[model or ""] = ([], [])
+            group[0].append(ev)
+            group[1].append(tag)
+        messages = [
+            (model.encode(), value, None)
+            for model, (evs, tgs) in by_model.items()
+            for value in encode_tagged(evs, tgs)  # each under the broker's message size limit
+        ]
+        await writer.deliver(model_events_name, messages, headers)
 
     @app.agent(inputs)
     async def join(stream: Any) -> None:
@@ -250,35 +337,50 @@ def make_app(
             # Data is flowing: the idle-expiry timer must not advance event
             # time while this batch (which may await sends) is in progress.
             state.last_event_wall = time.monotonic()
-            out: list[ModelEvent] = []
-            for event in events:
-                msg = event.message
-                kind = "prediction" if msg.topic == pred_topic else "outcome"
-                records, errors = decode_message(
-                    msg.value, kind, limits, default_time=msg.timestamp
-                )
-                if errors:
-                    dl = dead_letter(
-                        value=msg.value,
-                        key=msg.key,
-                        topic=msg.topic,
-                        partition=msg.partition,
-                        offset=msg.offset,
-                        errors=errors,
+            async with join_lock:
+                out: list[ModelEvent] = []
+                tags: list[Tag] = []
+                partitions: set[int] = set()
+                for event in events:
+                    msg = event.message
+                    partitions.add(msg.partition)
+                    is_prediction = msg.topic == pred_topic
+                    kind = "prediction" if is_prediction else "outcome"
+                    src = f"{kind[0]}{msg.partition}"
+                    records, errors = decode_message(
+                        msg.value, kind, limits, default_time=msg.timestamp
                     )
-                    await send_dead(dl, msg.topic)
-                    for model, version in refused_models(msg.value, errors):
-                        out.append(Rejected(model, version, msg.timestamp or 0.0))
-                j.partition = msg.partition
-                for rec in records:
-                    if type(rec) is Prediction:
-                        out.extend(j.add_prediction(rec))
-                    else:
-                        out.extend(j.add_outcome(rec))  # type: ignore[arg-type]
-            state.last_event_wall = time.monotonic()
-            await commit_join_changes()
-            if out:
-                await send_model_events(out, input_time_headers(events))
+                    j.partition = msg.partition
+                    add: Any = j.add_prediction if is_prediction else j.add_outcome
+                    bad: set[int | None] = {e.index for e in errors} if errors else set()
+                    index = 0
+                    for rec in records:
+                        while index in bad:  # positions count the refused records too
+                            index += 1
+                        j.position = pos = position(msg.offset, index, msg.partition)
+                        index += 1
+                        evs = add(rec)
+                        if evs:
+                            tag_events(evs, [src, pos, 0], j.expiry_log, out, tags)
+                    if errors:
+                        dl = dead_letter(
+                            value=msg.value,
+                            key=msg.key,
+                            topic=msg.topic,
+                            partition=msg.partition,
+                            offset=msg.offset,
+                            errors=errors,
+                        )
+                        await send_dead(dl, msg.topic)
+                        # After the message's records, in order: positions past theirs.
+                        n = len(records) + len(errors)
+                        for k, (model, version) in enumerate(refused_models(msg.value, errors)):
+                            out.append(Rejected(model, version, msg.timestamp or 0.0))
+                            at = position(msg.offset, min(n + k, 0xFFFF), msg.partition)
+                            tags.append([src, at, 0])
+                j.position = -1
+                state.last_event_wall = time.monotonic()
+                await commit_batch(out, tags, partitions, input_time_headers(events))
 
     @app.timer(interval=ws.expiry_interval)
     async def expire_idle() -> None:
@@ -295,10 +397,65 @@ def make_app(
         idle = time.monotonic() - state.last_event_wall
         if idle < ws.expiry_interval:
             return
-        due = j.advance(j._max_time + idle - config.lateness)
-        await commit_join_changes()
-        if due:
-            await send_model_events(due)
+        async with join_lock:
+            out: list[ModelEvent] = []
+            tags: list[Tag] = []
+            due = j.advance(j._max_time + idle - config.lateness)
+            if due:
+                tag_events(due, [], j.expiry_log, out, tags)
+            await commit_batch(out, tags, set())
+
+    # The monitor stage acknowledges a model-events message only once a
+    # checkpoint covers it, so the committed offset never passes what a
+    # restarted worker can restore.
+    unacked: list[Any] = []  # events processed, not yet covered by a checkpoint
+    dirty: dict[bytes, int] = {}  # model id -> its partition, changed since its checkpoint
+    next_offset: dict[int, int] = {}  # model-events partition -> the next offset to process
+    checkpoint_lock = asyncio.Lock()
+    monitor_stream: list[Any] = []
+    last_checkpoint = [time.monotonic()]
+
+    async def write_checkpoints() -> None:
+        """Checkpoint every model changed since its last checkpoint, then ack what they cover."""
+        async with checkpoint_lock:
+            last_checkpoint[0] = time.monotonic()
+            if not unacked and not dirty:
+                return
+            acks = unacked[:]
+            del unacked[:]
+            models = dict(dirty)
+            dirty.clear()
+            records = []
+            for key, partition in models.items():
+                raw = checkpoint.dump(
+                    key.decode(),
+                    state.monitors.of_model(key.decode()),
+                    state.high_water.get(key, {}),
+                    next_offset.get(partition, 0),
+                )
+                records.append((key, raw, partition))
+            try:
+                await writer.deliver(config.checkpoint_topic, records)
+            except BaseException:
+                unacked[:0] = acks  # not covered: acknowledge them with the next checkpoint
+                for key, partition in models.items():
+                    dirty.setdefault(key, partition)
+                raise
+            state.checkpoints_written += len(records)
+            stream = monitor_stream[0] if monitor_stream else None
+            for event in acks:
+                if stream is not None:
+                    await stream.ack(event)
+                else:
+                    event.ack()
+
+    @app.timer(interval=0.25)
+    async def checkpoint_timer() -> None:
+        """Checkpoint on schedule, and at once when a rebalance waits for acknowledgements."""
+        if not (unacked or dirty):
+            return
+        if app.rebalancing or time.monotonic() - last_checkpoint[0] >= ws.checkpoint_interval:
+            await write_checkpoints()
 
     @app.agent(model_events)
     async def monitor(stream: Any) -> None:
@@ -306,10 +463,19 @@ def make_app(
         mons = state.monitors
         telemetry = state.telemetry
         model_partitions = state.model_partitions
-        async for event in stream.events():
+        high_water = state.high_water
+        resume_at = state.resume_at
+        admit = checkpoint.admit
+        manual = stream.noack()
+        monitor_stream[:] = [manual]
+        async for event in manual.events():
             msg = event.message
+            key = msg.key
+            if msg.offset < resume_at.get(key, 0):
+                unacked.append(event)  # its checkpoint covers it already
+                continue
             try:
-                evs = decode_batch(msg.value)
+                evs, tags = decode_tagged(msg.value)
             except WireError as exc:
                 dl = dead_letter(
                     value=msg.value,
@@ -321,8 +487,17 @@ def make_app(
                     stage="monitor",
                 )
                 await send_dead(dl, msg.topic)
+                unacked.append(event)
                 continue
-            for ev in evs:
+            hw = high_water.get(key)
+            if hw is None:
+                hw = high_water[key] = {}
+            applied = 0
+            for ev, tag in zip(evs, tags, strict=True):
+                if tag is not None and not admit(hw, tag):
+                    state.replayed_events_skipped += 1
+                    continue
+                applied += 1
                 for alert in mons.handle(ev):
                     alert["emitted_at"] = time.time()
                     await alerts_topic.send(
@@ -338,8 +513,32 @@ def make_app(
                 )
                 mons.refused.clear()
                 await send_dead(dl, msg.topic)
-            telemetry.monitored(msg.key, msg.headers, len(evs))
-            model_partitions[msg.key] = msg.partition
+            if applied:
+                telemetry.monitored(key, msg.headers, applied)
+            model_partitions[key] = msg.partition
+            dirty[key] = msg.partition
+            next_offset[msg.partition] = msg.offset + 1
+            unacked.append(event)
+            if (
+                time.monotonic() - last_checkpoint[0] >= ws.checkpoint_interval
+                or app.rebalancing
+                or app.should_stop
+            ):
+                await write_checkpoints()
+
+    # Faust waits for every message in progress to be acknowledged before a
+    # rebalance or a shutdown goes on; the monitor stage's are acknowledged by
+    # a checkpoint, so write one first rather than wait for the next.
+    wait_empty = app._consumer_wait_empty
+
+    async def checkpoint_then_wait_empty(consumer: Any, logger: Any) -> None:
+        try:
+            await write_checkpoints()
+        except Exception as exc:  # the broker is away: Faust's wait will retry commits
+            log.warning("checkpoint before the rebalance or shutdown failed: %r", exc)
+        await wait_empty(consumer, logger)
+
+    app._consumer_wait_empty = checkpoint_then_wait_empty  # type: ignore[method-assign]
 
     @table.on_recover
     async def restored() -> None:
@@ -349,20 +548,90 @@ def make_app(
             if tp.topic in (topics.predictions, topics.outcomes)
         }
         n = state.store.restore(assigned)
-        state.join.rebuild_index()
+        j = state.join
+        j.rebuild_index()
+        await resume_join()
         forget_moved_models()
+        await restore_monitors()
         state.ready = True
         log.info("join table restored: %d entries for partitions %s", n, sorted(assigned))
 
+    async def resume_join() -> None:
+        """Pick up event time where the restored partitions left it; send their outboxes again.
+
+        A crash may have come between a batch's changelog write and its
+        model events; the monitors drop the events of an outbox they have.
+        """
+        j = state.join
+        saved = max(state.store.watermarks.values(), default=float("-inf"))
+        if saved > j.watermark:
+            j.watermark = saved
+            j._max_time = max(j._max_time, saved + config.lateness)
+        sent = 0
+        async with join_lock:
+            for _, raw in sorted(state.store.outboxes.items()):
+                evs, tags = decode_tagged(raw)
+                if evs:
+                    await send_model_events(evs, tags)  # type: ignore[arg-type]
+                    sent += len(evs)
+        if sent:
+            log.info("%d model event(s) of the restored partitions' outboxes sent again", sent)
+
+    def monitor_partitions_assigned() -> set[int]:
+        return {
+            tp.partition for tp in app.assignor.assigned_actives() if tp.topic == model_events_name
+        }
+
+    async def restore_monitors() -> None:
+        """Resume the monitors of model-events partitions new to this worker from checkpoints."""
+        mine = monitor_partitions_assigned()
+        new = mine - state.monitor_partitions
+        state.monitor_partitions = mine
+        if not new:
+            return
+        started = time.monotonic()
+        found = await read_checkpoints(
+            config.checkpoint_topic,
+            new,
+            bootstrap_servers=bootstrap_servers(config.broker),
+            **client_auth,
+        )
+        restored_models = 0
+        for key, (partition, raw) in found.items():
+            try:
+                cp = checkpoint.load(raw)
+            except checkpoint.CheckpointError as exc:
+                log.warning("checkpoint of model %r not used, it starts afresh: %s", key, exc)
+                continue
+            keep, why = checkpoint.restorable(cp, config)
+            for reason in why:
+                log.warning("checkpoint of %s", reason)
+            state.monitors.forget({cp.model_id})
+            state.monitors.adopt(keep)
+            state.high_water[key] = cp.high_water
+            state.resume_at[key] = cp.offset
+            state.model_partitions[key] = partition
+            restored_models += 1
+        state.checkpoints_restored += restored_models
+        log.info(
+            "monitors of %d model(s) restored from checkpoints for partitions %s in %.2f s",
+            restored_models,
+            sorted(new),
+            time.monotonic() - started,
+        )
+
     def forget_moved_models() -> None:
         """After a rebalance: drop the monitors of models whose partition left this worker."""
-        name = model_events.get_topic_name()
-        mine = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == name}
+        mine = monitor_partitions_assigned()
+        state.monitor_partitions &= mine
         moved = {key for key, p in state.model_partitions.items() if p not in mine}
         if not moved:
             return
         for key in moved:
             del state.model_partitions[key]
+            state.high_water.pop(key, None)
+            state.resume_at.pop(key, None)
+            dirty.pop(key, None)
         n = state.monitors.forget({key.decode() for key in moved})
         log.info(
             "%d model version(s) of %d model(s) now monitored by another worker: forgotten here",

@@ -13,6 +13,7 @@ changelog's tail, or from the whole changelog with the memory store) and
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -23,6 +24,37 @@ from faust.types import TP
 from driftline.core.events import Outcome
 from driftline.core.join import Entry
 from driftline.core.wire import decode_prediction, encode_prediction
+
+log = logging.getLogger("driftline.worker")
+
+WATERMARK_KEY = b"\x00watermark/"
+OUTBOX_KEY = b"\x00outbox/"
+"""Keys of the join's own records in its changelog, one of each per partition.
+
+Not request ids (none starts with NUL). With each batch, the join writes
+to each changelog partition it touched, after the entries' changes: its
+watermark, and the *outbox*, the batch's model events caused by that
+partition's records, with their tags. Only then are the model events sent.
+A worker that restores the partition starts from that watermark and sends
+the outbox again (the monitors drop what they have): see
+``docs/reliability.md``, crash recovery.
+"""
+
+
+CHANGELOG_MAX_BYTES = 16 << 20
+"""Largest write of one batch to one changelog partition (the topic's ``max.message.bytes``)."""
+OUTBOX_MAX_BYTES = 1 << 62  # an outbox is one value, whatever its size (within the above)
+EMPTY_OUTBOX = b'{"tagged":[]}'
+
+
+def watermark_change(partition: int, watermark: float) -> tuple[bytes, tuple[int, bytes]]:
+    """The changelog change that records ``watermark`` on ``partition``."""
+    return WATERMARK_KEY + str(partition).encode(), (partition, orjson.dumps(watermark))
+
+
+def outbox_change(partition: int, raw: bytes) -> tuple[bytes, tuple[int, bytes]]:
+    """The changelog change that records ``partition``'s outbox (tagged model events)."""
+    return OUTBOX_KEY + str(partition).encode(), (partition, raw)
 
 
 def encode_entry(e: Entry) -> bytes:
@@ -38,13 +70,18 @@ def encode_entry(e: Entry) -> bytes:
             e.extra_outcomes,
             None if e.prediction is None else encode_prediction(e.prediction),
             None if o is None else [o.request_id, o.outcome, o.event_time, o.model_id],
+            e.p_pos,
+            e.o_pos,
         ]
     )
 
 
 def decode_entry(raw: bytes) -> Entry:
     """The inverse of :func:`encode_entry`."""
-    state, deadline, partition, model, version, extra, p, o = orjson.loads(raw)
+    items = orjson.loads(raw)
+    state, deadline, partition, model, version, extra, p, o = items[:8]
+    # Entries written before input positions were kept have none (-1: untracked).
+    p_pos, o_pos = items[8:10] if len(items) >= 10 else (-1, -1)
     return Entry(
         state,
         deadline,
@@ -54,6 +91,8 @@ def decode_entry(raw: bytes) -> Entry:
         version,
         extra,
         partition,
+        p_pos,
+        o_pos,
     )
 
 
@@ -81,7 +120,10 @@ class LocalTable:
         store = self.table.data
         if not self.rocksdb:
             for k, (_, raw) in changes.items():
-                store[k] = raw
+                if raw is None:
+                    store.pop(k, None)
+                else:
+                    store[k] = raw
             return
         from rocksdict import WriteBatch
 
@@ -90,7 +132,10 @@ class LocalTable:
             batch = batches.get(partition)
             if batch is None:
                 batch = batches[partition] = WriteBatch(raw_mode=True)
-            batch.put(k, raw)
+            if raw is None:
+                batch.delete(k)
+            else:
+                batch.put(k, raw)
         for partition, batch in batches.items():
             store._db_for_partition(partition).write(batch)
 
@@ -150,6 +195,8 @@ class ChangelogDict(dict[str, Entry]):
         self.max_in_memory = max_in_memory if self.local.rocksdb else None
         self.spilled: dict[int, int] = {}  # partition -> entries only on disk
         self.spill_reads = 0
+        self.watermarks: dict[int, float] = {}  # restored: partition -> the join's watermark
+        self.outboxes: dict[int, bytes] = {}  # restored: partition -> its last outbox
 
     def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
         entry = dict.get(self, key)
@@ -215,28 +262,48 @@ class ChangelogDict(dict[str, Entry]):
     def take(self) -> dict[bytes, tuple[int, bytes | None]]:
         """The changes since the last call (key -> (partition, value)); the queue empties.
 
-        The table's local data is updated here too, so a rebalance that
-        keeps a partition restores it from there.
+        Write them to the changelog, then hand them to :meth:`stored`.
         """
         dirty, self._dirty = self._dirty, {}
-        out: dict[bytes, tuple[int, bytes | None]] = {}
-        for key, entry in dirty.items():
-            out[key.encode()] = (entry.partition, encode_entry(entry))
-        self.local.write(out)
-        self.writes += len(out)
+        return {
+            key.encode(): (entry.partition, encode_entry(entry)) for key, entry in dirty.items()
+        }
+
+    def stored(self, changes: dict[bytes, tuple[int, bytes | None]]) -> None:
+        """``changes`` are in the changelog: write them to the table's local data too.
+
+        Only after the changelog has them: a restart reads the local data and
+        then the changelog from where the local data ends, so the local data
+        must never be ahead of the changelog. Then entries over the memory
+        bound may leave memory.
+        """
+        self.local.write(changes)
+        self.writes += len(changes)
         if self.max_in_memory is not None and dict.__len__(self) > self.max_in_memory:
             self.spill()
-        return out
 
     def restore(self, partitions: set[int]) -> int:
         """Reload from the table's store, keeping only ``partitions``; return the count."""
         self.clear()
         self._dirty = {}
         self.spilled = {}
+        self.watermarks = {}
+        self.outboxes = {}
         put = super().__setitem__
         stale = []
         for k, raw in list(self.table.data.items()):
             if raw is None:
+                continue
+            kb = k if isinstance(k, bytes) else str(k).encode()
+            if kb.startswith(b"\x00"):
+                if kb.startswith(WATERMARK_KEY):
+                    partition = int(kb[len(WATERMARK_KEY) :])
+                    if partition in partitions:
+                        self.watermarks[partition] = float(orjson.loads(raw))
+                elif kb.startswith(OUTBOX_KEY):
+                    partition = int(kb[len(OUTBOX_KEY) :])
+                    if partition in partitions:
+                        self.outboxes[partition] = bytes(raw)
                 continue
             entry = decode_entry(raw)
             key = k.decode() if isinstance(k, bytes) else str(k)
@@ -271,7 +338,11 @@ def changelog_topic_config(label_ttl: float) -> dict[str, str]:
     (at least a day) never loses a live entry.
     """
     retention_ms = int(max(3 * label_ttl, 86_400.0) * 1000)
-    return {"cleanup.policy": "compact,delete", "retention.ms": str(retention_ms)}
+    return {
+        "cleanup.policy": "compact,delete",
+        "retention.ms": str(retention_ms),
+        "max.message.bytes": str(CHANGELOG_MAX_BYTES),
+    }
 
 
 class ChangelogWriter:
@@ -279,7 +350,10 @@ class ChangelogWriter:
 
     Uses its own aiokafka producer and aiokafka's batch API (about 7 µs a
     record against 70+ µs through Faust's send path). Faust restores the
-    table from the same topic on assignment, so nothing else changes.
+    table from the same topic on assignment, so nothing else changes. The
+    same producer sends the model events and the monitor checkpoints
+    (:meth:`deliver`), where the worker must know they landed before it
+    moves on.
     """
 
     def __init__(self, bootstrap_servers: str, topic: str, **producer_options: Any) -> None:
@@ -298,6 +372,29 @@ class ChangelogWriter:
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
+
+    async def deliver(
+        self,
+        topic: str,
+        messages: list[tuple[bytes, bytes, int | None]],
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        """Send ``(key, value, partition)`` messages to ``topic``; wait until the broker has them.
+
+        In order: two messages for one partition land in the order given. A
+        partition of ``None`` means the key's (the Java client's hash, as Faust's).
+        """
+        if not messages:
+            return
+        async with self._lock:
+            await self.start()
+            producer = self._producer
+            assert producer is not None
+            futures = [
+                await producer.send(topic, value, key=key, partition=partition, headers=headers)
+                for key, value, partition in messages
+            ]
+            await asyncio.gather(*futures)
 
     async def write(self, changes: dict[bytes, tuple[int, bytes | None]]) -> dict[int, int]:
         """Send ``changes`` and wait until the broker has them.
@@ -319,6 +416,12 @@ class ChangelogWriter:
                 batch, n = producer.create_batch(), 0
                 for key, value in records:
                     if batch.append(key=key, value=value, timestamp=None) is None:
+                        log.warning(
+                            "a batch's changes to changelog partition %d exceed %d bytes:"
+                            " written in parts, so a crash in between could double-count",
+                            partition,
+                            CHANGELOG_MAX_BYTES,
+                        )
                         futures.append(
                             await producer.send_batch(batch, self.topic, partition=partition)
                         )

@@ -408,35 +408,63 @@ async def preflight(config: Config, timeout: float = 10.0) -> dict[str, int]:
     return counts
 
 
+CHECKPOINT_MAX_BYTES = 16 << 20
+"""Largest monitor checkpoint (one model, every version): ~25 kB per warm version."""
+
+
+def internal_topics(config: Config) -> list[tuple[str, dict[str, str]]]:
+    """The worker's internal topics and their settings."""
+    return [
+        (config.model_events_topic, {}),
+        (
+            config.checkpoint_topic,
+            {"cleanup.policy": "compact", "max.message.bytes": str(CHECKPOINT_MAX_BYTES)},
+        ),
+    ]
+
+
 async def ensure_internal_topic(
     config: Config, replication_factor: int = 1, timeout: float = 10.0
 ) -> None:
-    """Create the internal model-event topic unless it exists; wait for its leaders.
+    """Create the internal topics unless they exist; wait for their leaders.
 
-    Faust declares it too, but only just before its consumer subscribes: when
-    the broker's metadata does not list the new topic yet, the group leader
-    ignores it ("Ignoring missing topic") and the monitor agent gets no
-    partition until the next metadata refresh, minutes later.
+    Faust declares the model-event topic too, but only just before its
+    consumer subscribes: when the broker's metadata does not list the new
+    topic yet, the group leader ignores it ("Ignoring missing topic") and
+    the monitor agent gets no partition until the next metadata refresh,
+    minutes later. The checkpoint topic is only written and read by the
+    worker's own clients.
     """
-    name = config.model_events_topic
     admin = await _admin(config, timeout)
     try:
-        if name not in set(await admin.list_topics()):
+        existing = set(await admin.list_topics())
+        for name, topic_config in internal_topics(config):
+            if name in existing:
+                continue
             response = await admin.create_topics(
-                [NewTopic(name, config.topics.partitions, replication_factor)]
+                [
+                    NewTopic(
+                        name,
+                        config.topics.partitions,
+                        replication_factor,
+                        topic_configs=topic_config,
+                    )
+                ]
             )
             for entry in response.topic_errors:
                 if entry[1] not in (0, TopicAlreadyExistsError.errno):
                     raise KafkaSetupError(f"cannot create topic {name}: {entry}")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        names = [name for name, _ in internal_topics(config)]
         while True:
-            described = await admin.describe_topics([name])
-            parts = [p for t in described if t.get("error_code") == 0 for p in t["partitions"]]
-            if parts and all(p.get("leader", -1) >= 0 for p in parts):
+            described = await admin.describe_topics(names)
+            ok = [t for t in described if t.get("error_code") == 0 and t["partitions"]]
+            parts = [p for t in ok for p in t["partitions"]]
+            if len(ok) == len(names) and all(p.get("leader", -1) >= 0 for p in parts):
                 return
             if loop.time() > deadline:
-                raise KafkaSetupError(f"topic {name} has no leader for every partition")
+                raise KafkaSetupError(f"topics {names} have no leader for every partition")
             await asyncio.sleep(0.1)
     finally:
         await admin.close()
