@@ -249,7 +249,30 @@ def worker(
     from driftline.streaming.kafka import preflight
 
     config = _with_broker(_load(config_path), broker)
+    from driftline.streaming.joinstore import CHANGELOG_MAX_BYTES
+
+    if config.limits.max_message_bytes > CHANGELOG_MAX_BYTES // 4:
+        raise click.ClickException(
+            f"limits.max_message_bytes = {config.limits.max_message_bytes} is over"
+            f" {CHANGELOG_MAX_BYTES // 4}: the join saves each input message's state and model"
+            f" events in one changelog message of at most {CHANGELOG_MAX_BYTES} bytes"
+        )
     counts = _run(preflight(config))
+    from driftline.streaming.app import CHUNK_BYTES, changelog_topic_name
+    from driftline.streaming.kafka import topic_max_message_bytes
+
+    chunk_bytes = CHUNK_BYTES
+    changelog = changelog_topic_name(config)
+    limit = _run(topic_max_message_bytes(config, changelog))
+    if limit is not None and limit < CHANGELOG_MAX_BYTES:
+        chunk_bytes = max(64 << 10, limit // 4)
+        click.echo(
+            f"driftline worker: warning: topic {changelog} takes messages of at most {limit}"
+            f" bytes (created by an older driftline); the join commits smaller chunks. Raise it:"
+            f" kafka-configs.sh --bootstrap-server HOST:PORT --alter --entity-type topics"
+            f" --entity-name {changelog} --add-config max.message.bytes={CHANGELOG_MAX_BYTES}",
+            err=True,
+        )
     click.echo(
         f"driftline worker: {config.topics.predictions}/{config.topics.outcomes}"
         f" ({counts[config.topics.predictions]} partitions) at {config.broker};"
@@ -264,6 +287,7 @@ def worker(
         join_memory_entries=join_memory_entries,
         instance_id=instance_id or None,
         checkpoint_interval=checkpoint_interval,
+        chunk_bytes=chunk_bytes,
     )
     app, _state = make_app(config, settings)
     runner = faust.Worker(app, loglevel=loglevel, quiet=True)

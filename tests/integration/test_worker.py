@@ -308,10 +308,13 @@ async def test_join_counts_alerts_and_dead_letters(kafka_bootstrap, topic_factor
     assert T0 + 5 <= perf["event_time"] <= T0 + 99 / 2 + 5
     cov_alert = by_key["driftline/cov/unversioned/label_coverage"]
     assert (cov_alert["kind"], cov_alert["severity"]) == ("label_coverage", "warning")
-    # 20 joined, then expiries in deadline order: the 50th resolution is the
-    # 30th expiry, v-049's, whose deadline is its time plus the TTL.
+    # 20 joined, then expiries: the 50th resolution (the 30th expiry) decides.
+    # Expiries reach the monitors in deadline order per input partition, so
+    # which one that is depends on how the 3 partitions interleave; its
+    # event time is its deadline, a prediction's time plus the TTL.
     assert cov_alert["value"] == pytest.approx(20 / 50)
-    assert cov_alert["event_time"] == T0 + 49 + HOUR
+    offset = cov_alert["event_time"] - T0 - HOUR
+    assert offset == int(offset) and 20 <= offset <= 99, cov_alert["event_time"]
     assert cov_alert["emitted_at"] > time.time() - 600  # wall clock, not event time
     firing = {a["alert_id"] for m in models.values() for a in m["firing_alerts"]}
     assert firing == {perf["alert_id"], cov_alert["alert_id"]}

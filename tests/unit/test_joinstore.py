@@ -1,3 +1,5 @@
+import pytest
+
 from driftline.core.events import Outcome, Prediction
 from driftline.core.join import DONE_JOINED, WAITING_OUTCOME, WAITING_PREDICTION, Entry, JoinBuffer
 from driftline.streaming.joinstore import (
@@ -5,7 +7,9 @@ from driftline.streaming.joinstore import (
     ChangelogDict,
     changelog_topic_config,
     decode_entry,
+    decode_outbox,
     encode_entry,
+    encode_outbox,
     outbox_change,
     watermark_change,
 )
@@ -160,7 +164,7 @@ def test_restore_reads_the_joins_watermark_and_outbox_apart_from_the_entries():
     join.partition = 1
     join.add_prediction(Prediction("r1", "m", 1, 0.0))
     changes = store.take()
-    for key, change in (watermark_change(1, 42.5), outbox_change(1, b'{"tagged":[]}')):
+    for key, change in (watermark_change(1, 42.5), outbox_change(1, encode_outbox([]))):
         changes[key] = change
     key, change = watermark_change(2, 99.0)  # another worker's partition
     changes[key] = change
@@ -173,3 +177,12 @@ def test_restore_reads_the_joins_watermark_and_outbox_apart_from_the_entries():
 
 def test_the_changelog_takes_a_whole_batch_in_one_message():
     assert int(changelog_topic_config(60)["max.message.bytes"]) >= 16 << 20
+
+
+def test_an_outbox_keeps_its_messages_byte_for_byte():
+    messages = [(b"fraud", b'{"tagged":[1]}'), (b"", b"x" * 70_000), (b"m\x00", b"")]
+    assert decode_outbox(encode_outbox(messages)) == messages
+    assert decode_outbox(EMPTY_OUTBOX) == []
+    for bad in (b"", b"{}", encode_outbox(messages)[:-5]):
+        with pytest.raises(ValueError):
+            decode_outbox(bad)

@@ -23,10 +23,10 @@ either (its thresholds and windows would be the old ones): see
 >>> from driftline.core.monitor import MonitorSet
 >>> ms = MonitorSet(load_config(env={}))
 >>> _ = ms.handle(PredictionSeen(Prediction("r1", "fraud", 1, 0.0, "v2")))
->>> raw = dump("fraud", ms.of_model("fraud"), {"p0": (12, 0)}, offset=41)
+>>> raw = dump("fraud", ms.of_model("fraud"), {"p0": [12, 0]}, offset=41)
 >>> cp = load(raw)
 >>> cp.model_id, cp.offset, cp.high_water, [m.predictions for m in cp.monitors]
-('fraud', 41, {'p0': (12, 0)}, [1])
+('fraud', 41, {'p0': [12, 0]}, [1])
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ from driftline.core.monitor import ModelMonitor
 FORMAT = 1
 _MAGIC = b"driftline-checkpoint:"
 
-HighWater = dict[str, tuple[Any, Any]]
-"""Per source (``"p3"``, ``"o3"``, ``"x3"``): the (a, b) of the last event applied."""
+HighWater = dict[str, list[Any]]
+"""Per source (``"p3"``, ``"o3"``, ``"x3"``): ``[a, b]`` of the last event applied."""
 
 
 class CheckpointError(ValueError):
@@ -94,7 +94,7 @@ def load(raw: bytes) -> Checkpoint:
         return Checkpoint(
             model_id=payload["model_id"],
             offset=int(payload["offset"]),
-            high_water={str(k): (v[0], v[1]) for k, v in payload["high_water"].items()},
+            high_water={str(k): [v[0], v[1]] for k, v in payload["high_water"].items()},
             monitors=list(payload["monitors"]),
         )
     except Exception as exc:  # damaged, or pickled by an incompatible version
@@ -135,9 +135,13 @@ def admit(high_water: HighWater, tag: list[Any]) -> bool:
     [True, True, False, True]
     """
     src, a, b = tag
-    key = (a, b)
     last = high_water.get(src)
-    if last is not None and key <= last:
+    if last is None:
+        high_water[src] = [a, b]
+        return True
+    la = last[0]
+    if a < la or (a == la and b <= last[1]):
         return False
-    high_water[src] = key
+    last[0] = a  # in place: no allocation per event
+    last[1] = b
     return True

@@ -200,8 +200,8 @@ class JoinBuffer:
                 )
                 self._index(deadline, rid)
                 out = [PredictionSeen(p)]
-        elif seen(entry.p_pos, pos):
-            out = []  # read again after a restart: the entry already holds it
+        elif pos >= 0 and entry.p_pos >= pos and not (entry.p_pos ^ pos) & 0xFFFF:
+            out = []  # read again after a restart: the entry already holds it (seen(), inlined)
         elif entry.state == WAITING_OUTCOME and p.event_time - entry.deadline > 0:
             # The outcome had given up waiting before this prediction's time:
             # an orphan, whatever order the two arrived in.
@@ -256,8 +256,8 @@ class JoinBuffer:
             else:
                 self._put(rid, Entry(WAITING_OUTCOME, deadline, outcome=o, o_pos=pos))
                 out = []
-        elif seen(entry.o_pos, pos):
-            out = []  # read again after a restart: the entry already holds it
+        elif pos >= 0 and entry.o_pos >= pos and not (entry.o_pos ^ pos) & 0xFFFF:
+            out = []  # read again after a restart: the entry already holds it (seen(), inlined)
         elif entry.state == WAITING_PREDICTION and o.event_time > entry.deadline:
             # Past the TTL in event time: expired, then late, in any arrival order.
             p = entry.prediction

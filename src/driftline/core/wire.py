@@ -119,7 +119,23 @@ def encode_batches(events: list[ModelEvent], max_bytes: int = 512 * 1024) -> lis
     >>> [len(decode_batch(m)) for m in encode_batches(evs, max_bytes=1000)]
     [34, 34, 32]
     """
-    return _pack([_encode(e) for e in events], max_bytes, b"[", b"]")
+    encoded = [_encode(e) for e in events]
+    whole = orjson.dumps(encoded)
+    if len(whole) <= max_bytes:  # the usual case: one message, one dumps call
+        return [whole] if events else []
+    items = [orjson.dumps(item) for item in encoded]
+    out: list[bytes] = []
+    chunk: list[bytes] = []
+    size = 2
+    for item in items:
+        if chunk and size + len(item) + 1 > max_bytes:
+            out.append(b"[" + b",".join(chunk) + b"]")
+            chunk, size = [], 2
+        chunk.append(item)
+        size += len(item) + 1
+    if chunk:
+        out.append(b"[" + b",".join(chunk) + b"]")
+    return out
 
 
 Tag = list[Any]
@@ -142,32 +158,29 @@ def encode_tagged(
     >>> from driftline.core.events import Duplicate
     >>> raw = encode_tagged([Duplicate("m", "v", "outcome", 5.0)], [["o1", 70, 0]])
     >>> raw
-    [b'{"tagged":[["d","m","v","outcome",5.0,["o1",70,0]]]}']
+    [b'{"tags":[["o1",70,0]],"events":[["d","m","v","outcome",5.0]]}']
     >>> decode_tagged(raw[0])
     ([Duplicate(model_id='m', model_version='v', side='outcome', event_time=5.0)], [['o1', 70, 0]])
     """
-    items = [[*_encode(e), t] for e, t in zip(events, tags, strict=True)]
-    return _pack(items, max_bytes, b'{"tagged":[', b"]}")
-
-
-def _pack(items: list[Any], max_bytes: int, head: bytes, tail: bytes) -> list[bytes]:
-    if not items:
+    if not events:
         return []
-    whole = orjson.dumps(items)
+    items = [_encode(e) for e in events]
+    whole = orjson.dumps({"tags": tags, "events": items})
     if len(whole) <= max_bytes:  # the usual case: one message, one dumps call
-        return [whole if head == b"[" else head + whole[1:-1] + tail]
-    encoded = [orjson.dumps(item) for item in items]
+        return [whole]
     out: list[bytes] = []
-    chunk: list[bytes] = []
-    size = len(head) + len(tail)
-    for item in encoded:
-        if chunk and size + len(item) + 1 > max_bytes:
-            out.append(head + b",".join(chunk) + tail)
-            chunk, size = [], len(head) + len(tail)
-        chunk.append(item)
-        size += len(item) + 1
-    if chunk:
-        out.append(head + b",".join(chunk) + tail)
+    chunk_items: list[Any] = []
+    chunk_tags: list[Tag] = []
+    size = 32
+    for item, tag in zip(items, tags, strict=True):
+        n = len(orjson.dumps(item)) + len(orjson.dumps(tag)) + 2
+        if chunk_items and size + n > max_bytes:
+            out.append(orjson.dumps({"tags": chunk_tags, "events": chunk_items}))
+            chunk_items, chunk_tags, size = [], [], 32
+        chunk_items.append(item)
+        chunk_tags.append(tag)
+        size += n
+    out.append(orjson.dumps({"tags": chunk_tags, "events": chunk_items}))
     return out
 
 
@@ -209,21 +222,18 @@ def decode_batch(raw: bytes) -> list[ModelEvent]:
         raise WireError(f"bad model-event message: {exc}") from None
 
 
-def decode_tagged(raw: bytes) -> tuple[list[ModelEvent], list[Tag | None]]:
-    """The events of one message and their tags (``None`` for an untagged message)."""
+def decode_tagged(raw: bytes) -> tuple[list[ModelEvent], list[Tag] | list[None]]:
+    """The events of one message and their tags (``None`` each for an untagged message)."""
     try:
         obj = orjson.loads(raw)
         if isinstance(obj, list):
             return [_decode(item) for item in obj], [None] * len(obj)
-        items = obj.get("tagged") if isinstance(obj, dict) else None
-        if not isinstance(items, list):
+        if not isinstance(obj, dict):
             raise WireError("bad model-event message: neither a JSON array nor tagged events")
-        events = [_decode(item[:-1]) for item in items]
-        tags = [item[-1] for item in items]
-        for t in tags:
-            if not (isinstance(t, list) and len(t) == 3 and isinstance(t[0], str)):
-                raise WireError(f"bad model-event message: bad tag {t!r}")
-        return events, tags
+        items, tags = obj.get("events"), obj.get("tags")
+        if not (isinstance(items, list) and isinstance(tags, list) and len(items) == len(tags)):
+            raise WireError("bad model-event message: events and tags do not match")
+        return [_decode(item) for item in items], tags
     except WireError:
         raise
     except (orjson.JSONDecodeError, TypeError, ValueError, IndexError, AttributeError) as exc:

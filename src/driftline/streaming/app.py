@@ -34,7 +34,7 @@ from faust.types import TP
 from driftline.core import checkpoint
 from driftline.core.codec import RecordError, decode_message, named_model
 from driftline.core.config import Config
-from driftline.core.events import ModelEvent, Rejected
+from driftline.core.events import Expired, Joined, ModelEvent, PredictionSeen, Rejected
 from driftline.core.join import JoinBuffer, position, tag_events
 from driftline.core.monitor import MonitorSet
 from driftline.core.wire import Tag, WireError, decode_tagged, encode_tagged
@@ -43,11 +43,11 @@ from driftline.streaming.deadletter import DeadLetter, dead_letter, refused_pred
 from driftline.streaming.fetchwait import shorten_fetch_wait
 from driftline.streaming.joinstore import (
     CHANGELOG_MAX_BYTES,
-    EMPTY_OUTBOX,
-    OUTBOX_MAX_BYTES,
     ChangelogDict,
     ChangelogWriter,
     changelog_topic_config,
+    decode_outbox,
+    encode_outbox,
     outbox_change,
     watermark_change,
 )
@@ -61,7 +61,21 @@ from driftline.streaming.metrics import Telemetry, input_time_headers, install_m
 
 log = logging.getLogger("driftline.worker")
 
+WITH_PREDICTION = frozenset((PredictionSeen, Joined, Expired))  # model events naming it there
+
 JOIN_TABLE = "driftline-join"
+
+
+CHUNK_BYTES = 4 << 20
+"""Input bytes the join commits at most at once (one message may add up to
+``limits.max_message_bytes``). A batch's changes and outbox take about twice
+its input bytes, so a chunk's write to one changelog partition stays well
+under ``CHANGELOG_MAX_BYTES`` and is appended whole (docs/reliability.md)."""
+
+
+def changelog_topic_name(config: Config) -> str:
+    """The join table's changelog topic (Faust's naming)."""
+    return f"{config.app_id}-{JOIN_TABLE}-changelog"
 
 
 @dataclass
@@ -85,6 +99,7 @@ class WorkerSettings:
     # Kafka static membership: a worker restarted under the same name gets its
     # partitions back at once, without waiting for the session timeout.
     instance_id: str | None = None
+    chunk_bytes: int = CHUNK_BYTES  # input bytes the join commits at most at once
 
 
 @dataclass
@@ -248,7 +263,20 @@ def make_app(
         # answer was lost is not appended twice.
         acks="all",
         enable_idempotence=True,
-        max_request_size=max(CHECKPOINT_MAX_BYTES, CHANGELOG_MAX_BYTES) + (1 << 20),
+        max_request_size=CHANGELOG_MAX_BYTES + (1 << 20),
+        **aiokafka_auth(config.security),
+    )
+    # Model events and checkpoints: a producer of their own, whose record
+    # batches stay under the broker's default message size (1 MiB) that the
+    # model-events topic has; a checkpoint larger than a batch goes alone.
+    sender = ChangelogWriter(
+        bootstrap_servers(config.broker),
+        config.model_events_topic,
+        linger_ms=0,
+        max_batch_size=256 << 10,
+        acks="all",
+        enable_idempotence=True,
+        max_request_size=CHECKPOINT_MAX_BYTES + (1 << 20),
         **aiokafka_auth(config.security),
     )
     state = WorkerState(
@@ -290,49 +318,47 @@ def make_app(
         """
         j = state.join
         changes = store.take()
-        by_partition: dict[int, tuple[list[ModelEvent], list[Tag]]] = {}
+        # One message group per (input partition, model): encoded once, for the
+        # outbox of that partition and for sending.
+        groups: dict[tuple[int, str], tuple[list[ModelEvent], list[Tag]]] = {}
+        partition_of: dict[str, int] = {}  # "p3", "o3", "x3" -> 3
         for ev, tag in zip(out, tags, strict=True):
-            group = by_partition.get(part := int(tag[0][1:]))
+            src = tag[0]
+            part = partition_of.get(src)
+            if part is None:
+                part = partition_of[src] = int(src[1:])
+            if type(ev) in WITH_PREDICTION:
+                gkey = (part, ev.prediction.model_id)  # type: ignore[union-attr]
+            else:
+                gkey = (part, ev.model_id or "")  # type: ignore[union-attr]
+            group = groups.get(gkey)
             if group is None:
-                group = by_partition[part] = ([], [])
+                group = groups[gkey] = ([], [])
             group[0].append(ev)
             group[1].append(tag)
+        by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+        for (part, model), (evs, tgs) in groups.items():
+            key = model.encode()
+            box = by_partition.setdefault(part, [])
+            for value in encode_tagged(evs, tgs):  # each under the broker's message size limit
+                box.append((key, value))
         for part in partitions | by_partition.keys():
             key, change = watermark_change(part, j.watermark)
             changes[key] = change
-            evs, tgs = by_partition.get(part, ([], []))
-            raw = encode_tagged(evs, tgs, OUTBOX_MAX_BYTES)[0] if evs else EMPTY_OUTBOX
-            key, change = outbox_change(part, raw)
+            key, change = outbox_change(part, encode_outbox(by_partition.get(part, [])))
             changes[key] = change
         offsets = await writer.write(changes)
         store.stored(changes)
         store.local.persisted(offsets)
-        if out:
-            await send_model_events(out, tags, headers)
-
-    async def send_model_events(
-        events: list[ModelEvent], tags: list[Tag], headers: list[tuple[str, bytes]] | None = None
-    ) -> None:
-        """Send tagged model events, one message per model (or more if large); wait until landed."""
-        by_model: dict[str, tuple[list[ModelEvent], list[Tag]]] = {}
-        for ev, tag in zip(events, tags, strict=True):
-            model = ev.prediction.model_id if hasattr(ev, "prediction") else ev.model_id  # type: ignore[union-attr]
-            group = by_model.get(model or "")
-            if group is None:
-                group = by_model[model or ""] = ([], [])
-            group[0].append(ev)
-            group[1].append(tag)
-        messages = [
-            (model.encode(), value, None)
-            for model, (evs, tgs) in by_model.items()
-            for value in encode_tagged(evs, tgs)  # each under the broker's message size limit
-        ]
-        await writer.deliver(model_events_name, messages, headers)
+        if by_partition:
+            messages = [(k, v, None) for box in by_partition.values() for k, v in box]
+            await sender.deliver(model_events_name, messages, headers)
 
     @app.agent(inputs)
     async def join(stream: Any) -> None:
         """Decode, join, and pass model events on, a batch of messages at a time."""
         j = state.join
+        xlog = j.expiry_log
         async for events in stream.take_events(ws.batch_size, within=ws.batch_within):
             # Data is flowing: the idle-expiry timer must not advance event
             # time while this batch (which may await sends) is in progress.
@@ -341,9 +367,12 @@ def make_app(
                 out: list[ModelEvent] = []
                 tags: list[Tag] = []
                 partitions: set[int] = set()
-                for event in events:
+                first = 0  # the chunk's first event
+                size = 0  # the chunk's input bytes
+                for i, event in enumerate(events):
                     msg = event.message
                     partitions.add(msg.partition)
+                    size += len(msg.value or b"")
                     is_prediction = msg.topic == pred_topic
                     kind = "prediction" if is_prediction else "outcome"
                     src = f"{kind[0]}{msg.partition}"
@@ -353,15 +382,19 @@ def make_app(
                     j.partition = msg.partition
                     add: Any = j.add_prediction if is_prediction else j.add_outcome
                     bad: set[int | None] = {e.index for e in errors} if errors else set()
+                    base = position(msg.offset, 0, msg.partition)
                     index = 0
                     for rec in records:
                         while index in bad:  # positions count the refused records too
                             index += 1
-                        j.position = pos = position(msg.offset, index, msg.partition)
+                        j.position = pos = base | (index << 16)
                         index += 1
                         evs = add(rec)
-                        if evs:
-                            tag_events(evs, [src, pos, 0], j.expiry_log, out, tags)
+                        if len(evs) == 1 and not xlog:  # the common case, inlined
+                            out.append(evs[0])
+                            tags.append([src, pos, 0])
+                        elif evs:
+                            tag_events(evs, [src, pos, 0], xlog, out, tags)
                     if errors:
                         dl = dead_letter(
                             value=msg.value,
@@ -378,9 +411,17 @@ def make_app(
                             out.append(Rejected(model, version, msg.timestamp or 0.0))
                             at = position(msg.offset, min(n + k, 0xFFFF), msg.partition)
                             tags.append([src, at, 0])
+                    if size >= ws.chunk_bytes and i + 1 < len(events):
+                        # A large batch is committed in chunks, so that each
+                        # partition's changelog write stays one record batch.
+                        j.position = -1
+                        chunk = events[first : i + 1]
+                        await commit_batch(out, tags, partitions, input_time_headers(chunk))
+                        out, tags, partitions, first, size = [], [], set(), i + 1, 0
                 j.position = -1
                 state.last_event_wall = time.monotonic()
-                await commit_batch(out, tags, partitions, input_time_headers(events))
+                chunk = events[first:]
+                await commit_batch(out, tags, partitions, input_time_headers(chunk))
 
     @app.timer(interval=ws.expiry_interval)
     async def expire_idle() -> None:
@@ -435,7 +476,7 @@ def make_app(
                 )
                 records.append((key, raw, partition))
             try:
-                await writer.deliver(config.checkpoint_topic, records)
+                await sender.deliver(config.checkpoint_topic, records)
             except BaseException:
                 unacked[:0] = acks  # not covered: acknowledge them with the next checkpoint
                 for key, partition in models.items():
@@ -569,13 +610,16 @@ def make_app(
             j._max_time = max(j._max_time, saved + config.lateness)
         sent = 0
         async with join_lock:
-            for _, raw in sorted(state.store.outboxes.items()):
-                evs, tags = decode_tagged(raw)
-                if evs:
-                    await send_model_events(evs, tags)  # type: ignore[arg-type]
-                    sent += len(evs)
+            for part, raw in sorted(state.store.outboxes.items()):
+                try:
+                    messages = decode_outbox(raw)
+                except ValueError as exc:
+                    log.warning("outbox of partition %d not sent again: %s", part, exc)
+                    continue
+                await sender.deliver(model_events_name, [(k, v, None) for k, v in messages])
+                sent += len(messages)
         if sent:
-            log.info("%d model event(s) of the restored partitions' outboxes sent again", sent)
+            log.info("%d model-event message(s) of the restored outboxes sent again", sent)
 
     def monitor_partitions_assigned() -> set[int]:
         return {
@@ -651,6 +695,7 @@ def make_app(
     @app.on_before_shutdown.connect
     async def stop_writer(app_: Any, **_: Any) -> None:
         await writer.stop()
+        await sender.stop()
 
     install_metrics(app, state, config)  # /metrics
 

@@ -43,8 +43,43 @@ the outbox again (the monitors drop what they have): see
 
 CHANGELOG_MAX_BYTES = 16 << 20
 """Largest write of one batch to one changelog partition (the topic's ``max.message.bytes``)."""
-OUTBOX_MAX_BYTES = 1 << 62  # an outbox is one value, whatever its size (within the above)
-EMPTY_OUTBOX = b'{"tagged":[]}'
+_OUTBOX_HEAD = b"driftline-outbox:1\n"
+EMPTY_OUTBOX = _OUTBOX_HEAD
+
+
+def encode_outbox(messages: list[tuple[bytes, bytes]]) -> bytes:
+    """Model-event messages (key, value) as one changelog value, sent again as they are.
+
+    Length-prefixed frames, so that the messages are encoded once, for the
+    outbox and for sending alike.
+
+    >>> decode_outbox(encode_outbox([(b"fraud", b'{"tagged":[]}')]))
+    [(b'fraud', b'{"tagged":[]}')]
+    """
+    parts = [_OUTBOX_HEAD]
+    for key, value in messages:
+        parts += (len(key).to_bytes(4, "big"), key, len(value).to_bytes(4, "big"), value)
+    return b"".join(parts)
+
+
+def decode_outbox(raw: bytes) -> list[tuple[bytes, bytes]]:
+    """The inverse of :func:`encode_outbox`; ``ValueError`` if it is not one."""
+    if not raw.startswith(_OUTBOX_HEAD):
+        raise ValueError("not a driftline outbox")
+    out = []
+    i, end = len(_OUTBOX_HEAD), len(raw)
+    while i < end:
+        frame = []
+        for _ in range(2):  # the key, then the value
+            if i + 4 > end:
+                raise ValueError("truncated driftline outbox")
+            n = int.from_bytes(raw[i : i + 4], "big")
+            if i + 4 + n > end:
+                raise ValueError("truncated driftline outbox")
+            frame.append(bytes(raw[i + 4 : i + 4 + n]))
+            i += 4 + n
+        out.append((frame[0], frame[1]))
+    return out
 
 
 def watermark_change(partition: int, watermark: float) -> tuple[bytes, tuple[int, bytes]]:

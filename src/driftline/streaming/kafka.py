@@ -412,6 +412,25 @@ CHECKPOINT_MAX_BYTES = 16 << 20
 """Largest monitor checkpoint (one model, every version): ~25 kB per warm version."""
 
 
+async def topic_max_message_bytes(config: Config, name: str, timeout: float = 10.0) -> int | None:
+    """The ``max.message.bytes`` of topic ``name``, or None if it does not exist (yet)."""
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    admin = await _admin(config, timeout)
+    try:
+        if name not in set(await admin.list_topics()):
+            return None
+        resource = ConfigResource(ConfigResourceType.TOPIC, name, configs={"max.message.bytes": ""})
+        for response in await admin.describe_configs([resource]):
+            for _, _, _, _, entries in response.resources:
+                for entry in entries:
+                    if entry[0] == "max.message.bytes":
+                        return int(entry[1])
+        return None
+    finally:
+        await admin.close()
+
+
 def internal_topics(config: Config) -> list[tuple[str, dict[str, str]]]:
     """The worker's internal topics and their settings."""
     return [

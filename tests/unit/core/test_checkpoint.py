@@ -21,10 +21,10 @@ def warm(config_text: str = "") -> MonitorSet:
 
 def test_a_restored_monitor_goes_on_exactly_where_it_was():
     ms = warm()
-    raw = checkpoint.dump("fraud", ms.of_model("fraud"), {"p0": (7, 0), "x0": (3.5, "r1")}, 42)
+    raw = checkpoint.dump("fraud", ms.of_model("fraud"), {"p0": [7, 0], "x0": [3.5, "r1"]}, 42)
     cp = checkpoint.load(raw)
     assert (cp.model_id, cp.offset) == ("fraud", 42)
-    assert cp.high_water == {"p0": (7, 0), "x0": (3.5, "r1")}
+    assert cp.high_water == {"p0": [7, 0], "x0": [3.5, "r1"]}
     keep, why = checkpoint.restorable(cp, ms.config)
     assert why == []
     restored = MonitorSet(ms.config)

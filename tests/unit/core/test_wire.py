@@ -65,3 +65,27 @@ def test_big_batches_are_split_under_the_size_limit_in_order():
     assert all(len(m) <= 64 * 1024 for m in messages)
     back = [ev for m in messages for ev in decode_batch(m)]
     assert back == evs
+
+
+def test_tagged_events_split_under_the_size_limit_and_keep_their_tags():
+    from driftline.core.wire import decode_tagged, encode_tagged
+
+    evs = [Duplicate("m", "v", "outcome", float(i)) for i in range(100)]
+    tags = [["o3", i << 32, 0] for i in range(100)]
+    messages = encode_tagged(evs, tags, max_bytes=1000)
+    assert len(messages) > 1 and all(len(m) <= 1000 for m in messages)
+    back = [decode_tagged(m) for m in messages]
+    assert [e for es, _ in back for e in es] == evs
+    assert [t for _, ts in back for t in ts] == tags
+    assert encode_tagged([], []) == []
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b'{"tags":[],"events":[["d","m","v","outcome",1.0]]}', b'{"events":[]}', b"7", b"{"],
+)
+def test_a_tagged_message_that_does_not_add_up_is_a_wire_error(raw):
+    from driftline.core.wire import decode_tagged
+
+    with pytest.raises(WireError):
+        decode_tagged(raw)
