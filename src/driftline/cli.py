@@ -216,7 +216,8 @@ def topics_create(
     envvar="DRIFTLINE_INSTANCE_ID",
     help="A stable name for this worker (e.g. its pod name): a worker restarted under the"
     " same name gets its partitions back at once instead of after the session timeout"
-    " (Kafka static membership). Each worker of an app needs its own.",
+    " (Kafka static membership). Each worker of an app needs its own. A worker stopped"
+    " for good then keeps its partitions for the session timeout too.",
 )
 @click.option(
     "--checkpoint-interval",
