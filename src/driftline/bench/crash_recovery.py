@@ -572,6 +572,42 @@ async def run_crash_recovery(options: CrashOptions, *, say: Say = print) -> Cras
     return result
 
 
+def start_traffic(
+    o: Any, hook_url: str, env: dict[str, str], workdir: Path, prefix: str, truth_path: Path
+) -> tuple[Background, Background]:
+    """Start ``driftline bridge webhook`` (posting to ``hook_url``) and ``driftline simulate``.
+
+    ``o`` carries the simulator's settings (``models``, ``rate``, ``duration``,
+    ``drift_at``, ``seed``, ``missing_labels``, ``label_delay``, ``batch``), as
+    :class:`CrashOptions` and the scale-out harness's options both do.
+    """
+    bridge = Background(
+        "bridge",
+        ["bridge", "webhook", "--url", hook_url, "--group", f"{prefix}bridge"],
+        env,
+        workdir,
+    )
+    sim = Background(
+        "simulate",
+        [
+            "simulate",
+            f"--scenario={SCENARIO}",
+            f"--models={o.models}",
+            f"--rate={o.rate:g}",
+            f"--duration={o.duration:g}",
+            f"--change-at={o.drift_at:g}",
+            f"--seed={o.seed}",
+            f"--missing-labels={o.missing_labels:g}",
+            f"--label-delay={o.label_delay}",
+            f"--batch={o.batch}",
+            f"--truth={truth_path}",
+        ],
+        env,
+        workdir,
+    )
+    return bridge, sim
+
+
 async def _run(
     broker: LocalBroker, o: CrashOptions, workdir: Path, result: CrashResult, say: Say
 ) -> None:
@@ -604,30 +640,7 @@ async def _run(
         await reader.start()
         await receiver.start()
         env = dict(worker.env)
-        bridge = Background(
-            "bridge",
-            ["bridge", "webhook", "--url", receiver.url, "--group", f"{prefix}bridge"],
-            env,
-            workdir,
-        )
-        sim = Background(
-            "simulate",
-            [
-                "simulate",
-                f"--scenario={SCENARIO}",
-                f"--models={o.models}",
-                f"--rate={o.rate:g}",
-                f"--duration={o.duration:g}",
-                f"--change-at={o.drift_at:g}",
-                f"--seed={o.seed}",
-                f"--missing-labels={o.missing_labels:g}",
-                f"--label-delay={o.label_delay}",
-                f"--batch={o.batch}",
-                f"--truth={truth_path}",
-            ],
-            env,
-            workdir,
-        )
+        bridge, sim = start_traffic(o, receiver.url, env, workdir, prefix, truth_path)
         say(
             f"worker (pid {worker.pid}, data dir kept across restarts), bridge and simulator"
             f" started on {bootstrap} (topics {prefix}*)"

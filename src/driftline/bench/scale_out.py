@@ -107,6 +107,7 @@ from driftline.bench.crash_recovery import (
     _num,
     _secs,
     _settle,
+    start_traffic,
 )
 from driftline.bench.soak import _worker_env
 from driftline.bench.stream import WorkerFailed
@@ -680,30 +681,7 @@ async def _run(
         await reader.start()
         await receiver.start()
         env = dict(a.env)
-        bridge = Background(
-            "bridge",
-            ["bridge", "webhook", "--url", receiver.url, "--group", f"{prefix}bridge"],
-            env,
-            workdir,
-        )
-        sim = Background(
-            "simulate",
-            [
-                "simulate",
-                f"--scenario={SCENARIO}",
-                f"--models={o.models}",
-                f"--rate={o.rate:g}",
-                f"--duration={o.duration:g}",
-                f"--change-at={o.drift_at:g}",
-                f"--seed={o.seed}",
-                f"--missing-labels={o.missing_labels:g}",
-                f"--label-delay={o.label_delay}",
-                f"--batch={o.batch}",
-                f"--truth={truth_path}",
-            ],
-            env,
-            workdir,
-        )
+        bridge, sim = start_traffic(o, receiver.url, env, workdir, prefix, truth_path)
         say(
             f"worker A (pid {a.pid}, port {a.port}), bridge and simulator started on"
             f" {bootstrap} (topics {prefix}*, {o.partitions} partitions)"
