@@ -38,16 +38,17 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
-import signal
 import sys
 from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    from driftline.bench.broker_restart import BrokerError, LocalBroker
-    from driftline.bench.crash_recovery import CrashOptions, report, run_crash_recovery
+    from driftline.bench.crash_recovery import (
+        CrashOptions,
+        report,
+        run_crash_recovery,
+        run_with_own_broker,
+    )
 
     d = CrashOptions()  # the defaults: the full run
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -105,45 +106,9 @@ def main(argv: list[str] | None = None) -> int:
         options.check()
     except ValueError as exc:
         parser.error(str(exc))
-    broker = LocalBroker(args.port)
-    if broker.running():
-        print(
-            f"something already answers on {broker.bootstrap}: this script starts and stops"
-            " a broker of its own; pick a free --port",
-            file=sys.stderr,
-        )
-        return 2
-
-    # A killed worker's group members and connections make aiokafka (in this
-    # process's offset readers) log what the report already says.
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-
-    async def run() -> int:
-        task = asyncio.current_task()
-        assert task is not None
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-        result = await run_crash_recovery(options, say=lambda line: print(line, flush=True))
-        print()
-        print(report(result))
-        return 1 if result.problems else 0
-
-    try:
-        return asyncio.run(run())
-    except BrokerError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("interrupted", file=sys.stderr)
-        return 130
-    finally:
-        # run_crash_recovery stops and wipes its broker itself; this catches a start
-        # that was still under way in its thread when the run was interrupted.
-        try:
-            broker.stop()
-        except BrokerError as exc:
-            print(exc, file=sys.stderr)
-        if not args.keep:
-            broker.wipe()
+    return run_with_own_broker(
+        args.port, args.keep, lambda say: run_crash_recovery(options, say=say), report
+    )
 
 
 if __name__ == "__main__":

@@ -42,15 +42,12 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
-import signal
 import sys
 from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    from driftline.bench.broker_restart import BrokerError, LocalBroker
+    from driftline.bench.crash_recovery import run_with_own_broker
     from driftline.bench.scale_out import ScaleOptions, report, run_scale_out
 
     d = ScaleOptions()  # the defaults: the full run
@@ -111,45 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         options.check()
     except ValueError as exc:
         parser.error(str(exc))
-    broker = LocalBroker(args.port)
-    if broker.running():
-        print(
-            f"something already answers on {broker.bootstrap}: this script starts and stops"
-            " a broker of its own; pick a free --port",
-            file=sys.stderr,
-        )
-        return 2
-
-    # Members leaving and joining make aiokafka (in this process's offset reader)
-    # log what the report already says.
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-
-    async def run() -> int:
-        task = asyncio.current_task()
-        assert task is not None
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-        result = await run_scale_out(options, say=lambda line: print(line, flush=True))
-        print()
-        print(report(result))
-        return 1 if result.problems else 0
-
-    try:
-        return asyncio.run(run())
-    except BrokerError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("interrupted", file=sys.stderr)
-        return 130
-    finally:
-        # run_scale_out stops and wipes its broker itself; this catches a start that
-        # was still under way in its thread when the run was interrupted.
-        try:
-            broker.stop()
-        except BrokerError as exc:
-            print(exc, file=sys.stderr)
-        if not args.keep:
-            broker.wipe()
+    return run_with_own_broker(
+        args.port, args.keep, lambda say: run_scale_out(options, say=say), report
+    )
 
 
 if __name__ == "__main__":

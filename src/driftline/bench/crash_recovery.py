@@ -77,14 +77,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import shutil
 import signal
+import sys
 import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -948,6 +950,119 @@ def _num(x: object) -> str:
     return f"{x:.3f}" if isinstance(x, float) else str(x)
 
 
+def run_with_own_broker(
+    port: int,
+    keep: bool,
+    run: Callable[[Say], Awaitable[Any]],
+    render: Callable[[Any], str],
+) -> int:
+    """What a script around a run with a broker of its own does; returns its exit status.
+
+    Refuses a port something already answers on (2), runs ``run`` printing
+    its progress, prints ``render(result)`` and returns 1 if the result has
+    problems. SIGTERM and Ctrl-C interrupt it (130); a broker that cannot
+    start is 2. The run stops and wipes its broker itself; this also catches
+    a start still under way in its thread when the run was interrupted.
+    """
+    broker = LocalBroker(port)
+    if broker.running():
+        print(
+            f"something already answers on {broker.bootstrap}: this script starts and stops"
+            " a broker of its own; pick a free --port",
+            file=sys.stderr,
+        )
+        return 2
+    # Members that die or leave make aiokafka (in this process's offset
+    # readers) log what the report already says.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+    async def main() -> int:
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        result = await run(lambda line: print(line, flush=True))
+        print()
+        print(render(result))
+        return 1 if result.problems else 0
+
+    try:
+        return asyncio.run(main())
+    except BrokerError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        try:
+            broker.stop()
+        except BrokerError as exc:
+            print(exc, file=sys.stderr)
+        if not keep:
+            broker.wipe()
+
+
+def counts_table(r: Any) -> list[str]:
+    """Per model, the worker's counts against the truth, then the drifting model's detector.
+
+    ``r`` is a :class:`CrashResult` or any result with its ``truth`` and ``models``.
+    """
+    lines = [
+        f"{'model':<10} {'version':<8} {'sent pred':>9} {'predictions':>11} {'sent outc':>9}"
+        f" {'joined':>7} {'want exp':>8} {'expired':>7} {'late':>5} {'dup':>5}  ok"
+    ]
+    seen = {(m["model_id"], m["model_version"]): m for m in r.models}
+    for t in r.truth.get("models", []):
+        m = seen.get((t["model_id"], t["model_version"]), {})
+        ok = all(m.get(k) == v for k, v in _expected(t).items())
+        lines.append(
+            f"{t['model_id']:<10} {t['model_version']:<8} {t['predictions']:>9}"
+            f" {m.get('predictions', '-')!s:>11} {t['outcomes']:>9} {m.get('joined', '-')!s:>7}"
+            f" {t['predictions'] - t['outcomes']:>8} {m.get('expired', '-')!s:>7}"
+            f" {m.get('late', '-')!s:>5} {m.get('duplicates', '-')!s:>5}  {'yes' if ok else 'NO'}"
+        )
+    for m in r.models:
+        cd = m.get("concept_drift") or {}
+        if m["model_id"] == DRIFTING_MODEL and cd:
+            lines.append(
+                f"{m['model_id']} {m['model_version']} concept drift ({cd.get('detector')}):"
+                f" {cd.get('detections')} detections, {cd.get('degradations')} degradations,"
+                f" loss baseline {_num(cd.get('baseline_loss'))},"
+                f" recent {_num(cd.get('recent_loss'))}"
+            )
+    return lines
+
+
+def alerts_table(r: Any, drift_note: str, resent_after: str) -> list[str]:
+    """The alerts on the topic per dedup key: firing, sent again, delivered, lost.
+
+    ``drift_note`` follows the drift alert's time; ``resent_after`` says what
+    makes an alert go out again ("a restart", "a handover").
+    """
+    firing = Counter(a["dedup_key"] for a in r.alerts if a.get("status") == "firing")
+    lines = [
+        f"alerts: {sum(r.alerts_on_topic.values())} on the topic"
+        f" ({len(r.alert_ids_on_topic)} distinct ids), {sum(r.delivered.values())} deliveries;"
+        f" {DRIFTING_MODEL} {DRIFT_MONITOR} first fired at {_secs(r.drift_alert_at)}{drift_note}",
+        f"  {'dedup key':<48} {'on topic':>8} {'firing':>6} {'repeats':>7}"
+        f" {'delivered':>9} {'lost':>5}",
+    ]
+    for key in sorted(set(r.alerts_on_topic) | set(r.delivered)):
+        ids = [a["alert_id"] for a in r.alerts if a["dedup_key"] == key]
+        repeats = len(ids) - len(set(ids))
+        lost = sum(1 for i in set(ids) if not r.delivered_ids[i])
+        lines.append(
+            f"  {key:<48} {r.alerts_on_topic[key]:>8} {firing[key]:>6} {repeats:>7}"
+            f" {r.delivered[key]:>9} {lost:>5}"
+        )
+    lines += [
+        "  repeats: messages on the topic with an alert id already there (sent again after",
+        f"    {resent_after}; allowed by the at-least-once contract, same dedup key)",
+        "",
+    ]
+    return lines
+
+
 def report(r: CrashResult) -> str:
     """The figures as text: kills and recoveries, per model counts against the truth, alerts."""
     o = r.options
@@ -1011,51 +1126,14 @@ def report(r: CrashResult) -> str:
             else "-"
         ),
         "",
-        f"{'model':<10} {'version':<8} {'sent pred':>9} {'predictions':>11} {'sent outc':>9}"
-        f" {'joined':>7} {'want exp':>8} {'expired':>7} {'late':>5} {'dup':>5}  ok",
     ]
-    seen = {(m["model_id"], m["model_version"]): m for m in r.models}
-    for t in r.truth.get("models", []):
-        m = seen.get((t["model_id"], t["model_version"]), {})
-        ok = all(m.get(k) == v for k, v in _expected(t).items())
-        lines.append(
-            f"{t['model_id']:<10} {t['model_version']:<8} {t['predictions']:>9}"
-            f" {m.get('predictions', '-')!s:>11} {t['outcomes']:>9} {m.get('joined', '-')!s:>7}"
-            f" {t['predictions'] - t['outcomes']:>8} {m.get('expired', '-')!s:>7}"
-            f" {m.get('late', '-')!s:>5} {m.get('duplicates', '-')!s:>5}  {'yes' if ok else 'NO'}"
-        )
-    for m in r.models:
-        cd = m.get("concept_drift") or {}
-        if m["model_id"] == DRIFTING_MODEL and cd:
-            lines.append(
-                f"{m['model_id']} {m['model_version']} concept drift ({cd.get('detector')}):"
-                f" {cd.get('detections')} detections, {cd.get('degradations')} degradations,"
-                f" loss baseline {_num(cd.get('baseline_loss'))},"
-                f" recent {_num(cd.get('recent_loss'))}"
-            )
-    firing = Counter(a["dedup_key"] for a in r.alerts if a.get("status") == "firing")
-    lines += [
-        "",
-        f"alerts: {sum(r.alerts_on_topic.values())} on the topic"
-        f" ({len(r.alert_ids_on_topic)} distinct ids), {sum(r.delivered.values())} deliveries;"
-        f" {DRIFTING_MODEL} {DRIFT_MONITOR} first fired at {_secs(r.drift_alert_at)}"
+    lines += counts_table(r)
+    lines += [""]
+    lines += alerts_table(
+        r,
         f" (drift starts at {o.drift_at:g} s of the simulator's run)",
-        f"  {'dedup key':<48} {'on topic':>8} {'firing':>6} {'repeats':>7}"
-        f" {'delivered':>9} {'lost':>5}",
-    ]
-    for key in sorted(set(r.alerts_on_topic) | set(r.delivered)):
-        ids = [a["alert_id"] for a in r.alerts if a["dedup_key"] == key]
-        repeats = len(ids) - len(set(ids))
-        lost = sum(1 for i in set(ids) if not r.delivered_ids[i])
-        lines.append(
-            f"  {key:<48} {r.alerts_on_topic[key]:>8} {firing[key]:>6} {repeats:>7}"
-            f" {r.delivered[key]:>9} {lost:>5}"
-        )
-    lines += [
-        "  repeats: messages on the topic with an alert id already there (sent again after",
-        "    a restart; allowed by the at-least-once contract, same dedup key)",
-        "",
-    ]
+        "a restart",
+    )
     if r.problems:
         lines.append(f"FAILED: {len(r.problems)} problem(s)")
         lines += [f"  - {p}" for p in r.problems]

@@ -102,11 +102,11 @@ from driftline.bench.crash_recovery import (
     OffsetReader,
     _condition,
     _count_problems,
-    _expected,
     _lag,
-    _num,
     _secs,
     _settle,
+    alerts_table,
+    counts_table,
     start_traffic,
 )
 from driftline.bench.soak import _worker_env
@@ -1120,52 +1120,9 @@ def report(r: ScaleResult) -> str:
             lines += [*_trace(r, start, end), "  ..."]
         lines.append("")
 
-    lines.append(
-        f"{'model':<10} {'version':<8} {'sent pred':>9} {'predictions':>11} {'sent outc':>9}"
-        f" {'joined':>7} {'want exp':>8} {'expired':>7} {'late':>5} {'dup':>5}  ok"
-    )
-    seen = {(m["model_id"], m["model_version"]): m for m in r.models}
-    for t in r.truth.get("models", []):
-        m = seen.get((t["model_id"], t["model_version"]), {})
-        ok = all(m.get(k) == v for k, v in _expected(t).items())
-        lines.append(
-            f"{t['model_id']:<10} {t['model_version']:<8} {t['predictions']:>9}"
-            f" {m.get('predictions', '-')!s:>11} {t['outcomes']:>9} {m.get('joined', '-')!s:>7}"
-            f" {t['predictions'] - t['outcomes']:>8} {m.get('expired', '-')!s:>7}"
-            f" {m.get('late', '-')!s:>5} {m.get('duplicates', '-')!s:>5}  {'yes' if ok else 'NO'}"
-        )
-    for m in r.models:
-        cd = m.get("concept_drift") or {}
-        if m["model_id"] == DRIFTING_MODEL and cd:
-            lines.append(
-                f"{m['model_id']} {m['model_version']} concept drift ({cd.get('detector')}):"
-                f" {cd.get('detections')} detections, {cd.get('degradations')} degradations,"
-                f" loss baseline {_num(cd.get('baseline_loss'))},"
-                f" recent {_num(cd.get('recent_loss'))}"
-            )
-
-    firing = Counter(a["dedup_key"] for a in r.alerts if a.get("status") == "firing")
-    lines += [
-        "",
-        f"alerts: {sum(r.alerts_on_topic.values())} on the topic"
-        f" ({len(r.alert_ids_on_topic)} distinct ids), {sum(r.delivered.values())} deliveries;"
-        f" {DRIFTING_MODEL} {DRIFT_MONITOR} first fired at {_secs(r.drift_alert_at)}",
-        f"  {'dedup key':<48} {'on topic':>8} {'firing':>6} {'repeats':>7}"
-        f" {'delivered':>9} {'lost':>5}",
-    ]
-    for key in sorted(set(r.alerts_on_topic) | set(r.delivered)):
-        ids = [a["alert_id"] for a in r.alerts if a["dedup_key"] == key]
-        repeats = len(ids) - len(set(ids))
-        lost = sum(1 for i in set(ids) if not r.delivered_ids[i])
-        lines.append(
-            f"  {key:<48} {r.alerts_on_topic[key]:>8} {firing[key]:>6} {repeats:>7}"
-            f" {r.delivered[key]:>9} {lost:>5}"
-        )
-    lines += [
-        "  repeats: messages on the topic with an alert id already there (sent again after",
-        "    a handover; allowed by the at-least-once contract, same dedup key)",
-        "",
-    ]
+    lines += counts_table(r)
+    lines += [""]
+    lines += alerts_table(r, "", "a handover")
 
     for name in (A, B):
         events = r.log_events.get(name, [])

@@ -83,25 +83,15 @@ class Entry:
 def position(offset: int, index: int, partition: int) -> int:
     """One int naming a record: its message's offset, its index in the message, the partition.
 
-    Ordered by offset, then index, within one partition (the partition is
-    in the low 16 bits, so two positions compare only if those match:
-    see :func:`seen`).
+    Ordered by offset, then index, within one partition. The partition is
+    in the low 16 bits: two positions compare only if those match, and a
+    record is already applied if its entry's last position of that side is
+    of the same partition and at least as far.
 
     >>> position(7, 2, 3) > position(7, 1, 3) > position(6, 9, 3)
     True
     """
     return (offset << 32) | (index << 16) | partition
-
-
-def seen(last: int, pos: int) -> bool:
-    """Whether a record at ``pos`` was already applied, ``last`` being the last one applied.
-
-    Only positions of one partition compare; ``-1`` (untracked) never matches.
-
-    >>> seen(position(7, 0, 3), position(6, 0, 3)), seen(position(7, 0, 3), position(6, 0, 2))
-    (True, False)
-    """
-    return pos >= 0 and last >= pos and (last & 0xFFFF) == (pos & 0xFFFF)
 
 
 class JoinBuffer:
@@ -201,7 +191,7 @@ class JoinBuffer:
                 self._index(deadline, rid)
                 out = [PredictionSeen(p)]
         elif pos >= 0 and entry.p_pos >= pos and not (entry.p_pos ^ pos) & 0xFFFF:
-            out = []  # read again after a restart: the entry already holds it (seen(), inlined)
+            out = []  # read again after a restart: the entry already holds it
         elif entry.state == WAITING_OUTCOME and p.event_time - entry.deadline > 0:
             # The outcome had given up waiting before this prediction's time:
             # an orphan, whatever order the two arrived in.
@@ -257,7 +247,7 @@ class JoinBuffer:
                 self._put(rid, Entry(WAITING_OUTCOME, deadline, outcome=o, o_pos=pos))
                 out = []
         elif pos >= 0 and entry.o_pos >= pos and not (entry.o_pos ^ pos) & 0xFFFF:
-            out = []  # read again after a restart: the entry already holds it (seen(), inlined)
+            out = []  # read again after a restart: the entry already holds it
         elif entry.state == WAITING_PREDICTION and o.event_time > entry.deadline:
             # Past the TTL in event time: expired, then late, in any arrival order.
             p = entry.prediction

@@ -62,6 +62,7 @@ from driftline.streaming.metrics import Telemetry, input_time_headers, install_m
 log = logging.getLogger("driftline.worker")
 
 WITH_PREDICTION = frozenset((PredictionSeen, Joined, Expired))  # model events naming it there
+NO_INDEXES: frozenset[int | None] = frozenset()  # a message without refused records
 
 JOIN_TABLE = "driftline-join"
 
@@ -123,9 +124,8 @@ class WorkerState:
     resume_at: dict[bytes, int] = field(default_factory=dict)
     # the model-events partitions whose monitors live here.
     monitor_partitions: set[int] = field(default_factory=set)
-    checkpoints_written: int = 0
-    checkpoints_restored: int = 0
-    replayed_events_skipped: int = 0
+    # the input partitions whose join state lives here (their outboxes were sent).
+    join_partitions: set[int] = field(default_factory=set)
 
 
 def refused_models(value: bytes | None, errors: list[RecordError]) -> list[tuple[str, str]]:
@@ -381,7 +381,7 @@ def make_app(
                     )
                     j.partition = msg.partition
                     add: Any = j.add_prediction if is_prediction else j.add_outcome
-                    bad: set[int | None] = {e.index for e in errors} if errors else set()
+                    bad = {e.index for e in errors} if errors else NO_INDEXES
                     base = position(msg.offset, 0, msg.partition)
                     index = 0
                     for rec in records:
@@ -482,13 +482,10 @@ def make_app(
                 for key, partition in models.items():
                     dirty.setdefault(key, partition)
                 raise
-            state.checkpoints_written += len(records)
-            stream = monitor_stream[0] if monitor_stream else None
-            for event in acks:
-                if stream is not None:
+            if acks:
+                stream = monitor_stream[0]  # set by the monitor agent, which fills `unacked`
+                for event in acks:
                     await stream.ack(event)
-                else:
-                    event.ack()
 
     @app.timer(interval=0.25)
     async def checkpoint_timer() -> None:
@@ -536,7 +533,6 @@ def make_app(
             applied = 0
             for ev, tag in zip(evs, tags, strict=True):
                 if tag is not None and not admit(hw, tag):
-                    state.replayed_events_skipped += 1
                     continue
                 applied += 1
                 for alert in mons.handle(ev):
@@ -589,19 +585,22 @@ def make_app(
             if tp.topic in (topics.predictions, topics.outcomes)
         }
         n = state.store.restore(assigned)
-        j = state.join
-        j.rebuild_index()
-        await resume_join()
+        state.join.rebuild_index()
+        await resume_join(assigned - state.join_partitions)
+        state.join_partitions = assigned
         forget_moved_models()
         await restore_monitors()
         state.ready = True
         log.info("join table restored: %d entries for partitions %s", n, sorted(assigned))
 
-    async def resume_join() -> None:
-        """Pick up event time where the restored partitions left it; send their outboxes again.
+    async def resume_join(new: set[int]) -> None:
+        """Pick up event time where the restored partitions left it; send again the outboxes
+        of the partitions ``new`` to this worker.
 
-        A crash may have come between a batch's changelog write and its
-        model events; the monitors drop the events of an outbox they have.
+        A crash (or the worker that had them) may have stopped between a
+        batch's changelog write and its model events; the monitors drop the
+        events of an outbox they have. A partition this worker kept through
+        the rebalance has none pending: Faust let its last batch finish.
         """
         j = state.join
         saved = max(state.store.watermarks.values(), default=float("-inf"))
@@ -611,6 +610,8 @@ def make_app(
         sent = 0
         async with join_lock:
             for part, raw in sorted(state.store.outboxes.items()):
+                if part not in new:
+                    continue
                 try:
                     messages = decode_outbox(raw)
                 except ValueError as exc:
@@ -656,7 +657,6 @@ def make_app(
             state.resume_at[key] = cp.offset
             state.model_partitions[key] = partition
             restored_models += 1
-        state.checkpoints_restored += restored_models
         log.info(
             "monitors of %d model(s) restored from checkpoints for partitions %s in %.2f s",
             restored_models,
