@@ -4,6 +4,10 @@ Either side may come first. A prediction waits up to ``ttl`` seconds of
 event time for its outcome; an early outcome waits as long for its
 prediction. Time advances with a *watermark*: the newest event time seen,
 less an allowed ``lateness`` for records that arrive slightly out of order.
+Each input partition has its own event time (a :class:`Clock`), as a Kafka
+Streams task does: a worker that takes over a partition's backlog, or
+catches up after a pause, expires that backlog's predictions by the
+backlog's own time, not by the time its other partitions have reached.
 A prediction still waiting when the watermark passes its deadline becomes an
 :class:`~driftline.core.events.Expired` event (label coverage), never a
 silent drop. :meth:`JoinBuffer.advance` lets a timer move the watermark
@@ -34,7 +38,7 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from collections.abc import MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from driftline.core.events import (
@@ -55,6 +59,24 @@ WAITING_PREDICTION = 0  # a prediction waits for its outcome
 WAITING_OUTCOME = 1  # an early outcome waits for its prediction
 DONE_JOINED = 2  # tombstone: joined, remembered to spot duplicates
 DONE_EXPIRED = 3  # tombstone: expired, remembered to spot late outcomes
+
+
+@dataclass(slots=True)
+class Clock:
+    """Event time of one input partition, and the expiry index of its entries.
+
+    ``max_time`` is the newest event time seen, ``watermark`` how far event
+    time has moved (``max_time`` less the lateness, or further by a timer).
+    The index holds (deadline, request id) pairs, soonest first. Records
+    mostly come in event-time order, so most deadlines come in order too:
+    those queue in a FIFO (O(1) each way), the rest in a heap; expiry pops
+    the smaller head of the two, which is the order one heap would give.
+    """
+
+    watermark: float = float("-inf")
+    max_time: float = float("-inf")
+    fifo: deque[tuple[float, str]] = field(default_factory=deque)
+    heap: list[tuple[float, str]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -109,11 +131,13 @@ class JoinBuffer:
         self.ttl = ttl
         self.lateness = lateness
         self.store: MutableMapping[str, Entry] = {} if store is None else store
-        self.watermark = float("-inf")
-        # The input partition of the record being processed: a worker's
-        # buffer spans partitions, and a changelogged store must write each
-        # entry to the changelog partition of its request.
-        self.partition = 0
+        # The input partition of the record being processed (see the
+        # ``partition`` property): a worker's buffer spans partitions, each
+        # with its own clock, and a changelogged store must write each entry
+        # to the changelog partition of its request.
+        self._part = 0
+        self._clocks: dict[int, Clock] = {0: Clock()}
+        self._clock = self._clocks[0]
         # The input position of the record being processed (-1: untracked,
         # as in replay), stored in its entry so that the same record read
         # again after a crash changes nothing and emits nothing.
@@ -122,55 +146,102 @@ class JoinBuffer:
         # for each event it emits, in order: the worker tags those events by
         # the expired entry rather than by the record that moved time on.
         self.expiry_log: list[tuple[float, str, int]] | None = None
-        self._max_time = float("-inf")
-        # The expiry index: (deadline, request id) pairs, soonest first. Records
-        # mostly come in event-time order, so most deadlines come in order too:
-        # those queue in a FIFO (O(1) each way), the rest in a heap; expiry pops
-        # the smaller head of the two, which is the order one heap would give.
-        self._fifo: deque[tuple[float, str]] = deque()
-        self._heap: list[tuple[float, str]] = []
         if store is not None:
             self.rebuild_index()
 
     def __len__(self) -> int:
         return len(self.store)
 
+    @property
+    def partition(self) -> int:
+        """The input partition of the records being added now: their entries' and clock's."""
+        return self._part
+
+    @partition.setter
+    def partition(self, partition: int) -> None:
+        if partition != self._part:
+            self._part = partition
+            self._clock = self.clock(partition)
+
+    def clock(self, partition: int) -> Clock:
+        """The clock of ``partition``, new (at minus infinity) if it had none."""
+        clock = self._clocks.get(partition)
+        if clock is None:
+            clock = self._clocks[partition] = Clock()
+        return clock
+
+    @property
+    def clocks(self) -> dict[int, Clock]:
+        """Every partition's clock (read-only use)."""
+        return self._clocks
+
+    @property
+    def watermark(self) -> float:
+        """The watermark of the current :attr:`partition`."""
+        return self._clock.watermark
+
+    def resume(self, partition: int, watermark: float) -> None:
+        """Start ``partition``'s event time at least at a saved ``watermark`` (after a restore).
+
+        Nothing expires here; the next record or :meth:`advance` does that.
+        """
+        clock = self.clock(partition)
+        if watermark > clock.watermark:
+            clock.watermark = watermark
+            clock.max_time = max(clock.max_time, watermark + self.lateness)
+
+    def forget_partitions(self, partitions: set[int]) -> None:
+        """Drop the clocks of partitions this buffer no longer holds (their entries are gone)."""
+        for part in partitions:
+            if part != self._part:
+                self._clocks.pop(part, None)
+            else:
+                self._clock = self._clocks[part] = Clock()
+
     def pending(self) -> int:
         """How many predictions and early outcomes are waiting."""
         return sum(1 for e in self.store.values() if e.state <= WAITING_OUTCOME)
 
     def rebuild_index(self) -> None:
-        """Recreate the expiry index from the store (after a restore).
+        """Recreate the expiry indexes from the store (after a restore).
 
-        Also recovers the newest event time the entries show, so that an
-        idle timer (see :meth:`advance`) expires what a restarted worker
-        restored even if no new record comes. The watermark itself stays
-        where it was: nothing expires here.
+        Also recovers, per partition, the newest event time the entries show,
+        so that an idle timer (see :meth:`advance`) expires what a restarted
+        worker restored even if no new record comes. Watermarks stay where
+        they were: nothing expires here.
         """
-        self._fifo.clear()
-        self._heap = [(e.deadline, rid) for rid, e in self.store.items()]
-        heapq.heapify(self._heap)
+        clocks = self._clocks
+        for clock in clocks.values():
+            clock.fifo.clear()
+            clock.heap.clear()
         ttl = self.ttl
-        newest = self._max_time
-        for e in self.store.values():
+        for rid, e in self.store.items():
+            clock = clocks.get(e.partition)
+            if clock is None:
+                clock = clocks[e.partition] = Clock()
+            clock.heap.append((e.deadline, rid))
             # A tombstone of an expiry lives two TTLs past its prediction, the rest one.
             t = e.deadline - (2 * ttl if e.state == DONE_EXPIRED else ttl)
-            if t > newest:
-                newest = t
-        self._max_time = newest
+            if t > clock.max_time:
+                clock.max_time = t
+        for clock in clocks.values():
+            heapq.heapify(clock.heap)
+        self._clock = self.clock(self._part)
 
-    def _put(self, rid: str, entry: Entry, partition: int | None = None) -> None:
-        entry.partition = self.partition if partition is None else partition
+    def _put(self, rid: str, entry: Entry) -> None:
+        entry.partition = self._part
         self.store[rid] = entry
         self._index(entry.deadline, rid)
 
-    def _index(self, deadline: float, rid: str) -> None:
+    def _index(self, deadline: float, rid: str, clock: Clock | None = None) -> None:
         item = (deadline, rid)
-        fifo = self._fifo
+        if clock is None:
+            clock = self._clock
+        fifo = clock.fifo
         if not fifo or item >= fifo[-1]:
             fifo.append(item)
         else:
-            heapq.heappush(self._heap, item)
+            heapq.heappush(clock.heap, item)
 
     def add_prediction(self, p: Prediction) -> list[ModelEvent]:
         """Take a prediction; return the model events it causes."""
@@ -182,11 +253,11 @@ class JoinBuffer:
         if entry is None:
             # The common case, inlined: this runs once per prediction.
             deadline = p.event_time + self.ttl
-            if deadline < self.watermark:
+            if deadline < self._clock.watermark:
                 out = self._expired_on_arrival(rid, p, deadline, pos, -1)
             else:
                 store[rid] = Entry(
-                    WAITING_PREDICTION, deadline, p, None, None, None, 0, self.partition, pos
+                    WAITING_PREDICTION, deadline, p, None, None, None, 0, self._part, pos
                 )
                 self._index(deadline, rid)
                 out = [PredictionSeen(p)]
@@ -199,7 +270,7 @@ class JoinBuffer:
             assert o is not None
             extra = [OrphanOutcome(o.model_id, entry.deadline)] * (1 + entry.extra_outcomes)
             deadline = p.event_time + self.ttl
-            if deadline < self.watermark:
+            if deadline < self._clock.watermark:
                 out = [*extra, *self._expired_on_arrival(rid, p, deadline, pos, entry.o_pos)]
             else:
                 self._put(rid, Entry(WAITING_PREDICTION, deadline, p, p_pos=pos, o_pos=entry.o_pos))
@@ -226,7 +297,7 @@ class JoinBuffer:
             if pos >= 0:  # remember it, so that reading it again does not count it again
                 entry.p_pos = pos
                 store[rid] = entry  # write back: the store may be a changelogged table
-        if p.event_time > self._max_time:
+        if p.event_time > self._clock.max_time:
             due = self._observe(p.event_time)
             if due:
                 out.extend(due)
@@ -241,7 +312,7 @@ class JoinBuffer:
         out: list[ModelEvent]
         if entry is None:
             deadline = o.event_time + self.ttl
-            if deadline < self.watermark:  # event time is past its wait already
+            if deadline < self._clock.watermark:  # event time is past its wait already
                 out = [OrphanOutcome(o.model_id, deadline)]
             else:
                 self._put(rid, Entry(WAITING_OUTCOME, deadline, outcome=o, o_pos=pos))
@@ -271,7 +342,7 @@ class JoinBuffer:
                 p.model_id,
                 p.model_version,
                 0,
-                self.partition,
+                self._part,
                 entry.p_pos,
                 pos,
             )
@@ -296,7 +367,7 @@ class JoinBuffer:
             entry.o_pos = pos
             store[rid] = entry  # write back: the store may be a changelogged table
             out = []
-        if o.event_time > self._max_time:
+        if o.event_time > self._clock.max_time:
             due = self._observe(o.event_time)
             if due:
                 out.extend(due)
@@ -334,31 +405,41 @@ class JoinBuffer:
         return [Expired(p, deadline), late]
 
     def _observe(self, event_time: float) -> list[ModelEvent]:
-        if event_time > self._max_time:
-            self._max_time = event_time
+        clock = self._clock
+        if event_time > clock.max_time:
+            clock.max_time = event_time
             watermark = event_time - self.lateness
-            heap, fifo = self._heap, self._fifo
+            heap, fifo = clock.heap, clock.fifo
             if (fifo and fifo[0][0] < watermark) or (heap and heap[0][0] < watermark):
-                return self.advance(watermark)
-            if watermark > self.watermark:
-                self.watermark = watermark
+                return self._advance(self._part, clock, watermark)
+            if watermark > clock.watermark:
+                clock.watermark = watermark
         return _NOTHING
 
-    def advance(self, watermark: float) -> list[ModelEvent]:
-        """Move event time to ``watermark``; expire and forget what is due.
+    def advance(self, watermark: float, partition: int | None = None) -> list[ModelEvent]:
+        """Move ``partition``'s event time (every partition's if None) to ``watermark``.
 
-        Called by data as it arrives, and by a timer for idle partitions.
-        The watermark never moves backwards, and entries expire in
-        (deadline, request id) order: an entry added with its deadline
-        already passed expires on arrival instead, so this order holds over
-        a whole run (the worker relies on it to spot re-sent expiries).
+        Expire and forget what is due. Called by data as it arrives, and by a
+        timer for idle partitions. A watermark never moves backwards, and a
+        partition's entries expire in (deadline, request id) order: an entry
+        added with its deadline already passed expires on arrival instead,
+        so this order holds over a whole run (the worker relies on it to
+        spot re-sent expiries).
         """
-        if watermark <= self.watermark:
+        if partition is not None:
+            return self._advance(partition, self.clock(partition), watermark)
+        out: list[ModelEvent] = []
+        for part in sorted(self._clocks):
+            out.extend(self._advance(part, self._clocks[part], watermark))
+        return out
+
+    def _advance(self, part: int, clock: Clock, watermark: float) -> list[ModelEvent]:
+        if watermark <= clock.watermark:
             return []
-        self.watermark = watermark
+        clock.watermark = watermark
         out: list[ModelEvent] = []
         log = self.expiry_log
-        heap, fifo = self._heap, self._fifo
+        heap, fifo = clock.heap, clock.fifo
         store = self.store
         while True:
             if fifo and fifo[0][0] < watermark and (not heap or fifo[0] <= heap[0]):
@@ -368,7 +449,7 @@ class JoinBuffer:
             else:
                 break
             entry = store.get(rid)
-            if entry is None or entry.deadline != deadline:
+            if entry is None or entry.deadline != deadline or entry.partition != part:
                 continue  # stale index entry: the request moved on since
             if entry.state == WAITING_PREDICTION:
                 p = entry.prediction
@@ -376,8 +457,9 @@ class JoinBuffer:
                 tomb = Entry(
                     DONE_EXPIRED, deadline + self.ttl, None, None, p.model_id, p.model_version
                 )
-                tomb.p_pos, tomb.o_pos = entry.p_pos, entry.o_pos
-                self._put(rid, tomb, entry.partition)  # the timer has no current record
+                tomb.p_pos, tomb.o_pos, tomb.partition = entry.p_pos, entry.o_pos, part
+                store[rid] = tomb
+                self._index(tomb.deadline, rid, clock)
                 out.append(Expired(p, deadline))
             elif entry.state == WAITING_OUTCOME:
                 o = entry.outcome
@@ -388,7 +470,7 @@ class JoinBuffer:
                 del store[rid]
                 continue
             if log is not None:
-                log.append((deadline, rid, entry.partition))
+                log.append((deadline, rid, part))
         return out
 
 

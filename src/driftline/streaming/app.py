@@ -14,8 +14,8 @@ changelogged table, and sends the resulting model events to an internal
 topic keyed by model id, one micro-batch per model per input batch. The
 monitor agent feeds them to the core's :class:`~driftline.core.monitor.MonitorSet`
 and sends every alert message to the alert topic keyed by its dedup key.
-A timer advances event time on idle partitions so pending joins expire
-even when no data comes.
+Each input partition has its own event time; a timer advances it on a
+partition that goes quiet, so pending joins expire even when no data comes.
 """
 
 from __future__ import annotations
@@ -57,7 +57,12 @@ from driftline.streaming.kafka import (
     bootstrap_servers,
     faust_credentials,
 )
-from driftline.streaming.metrics import Telemetry, input_time_headers, install_metrics
+from driftline.streaming.metrics import (
+    Telemetry,
+    consumer_highwater,
+    input_time_headers,
+    install_metrics,
+)
 
 log = logging.getLogger("driftline.worker")
 
@@ -110,7 +115,10 @@ class WorkerState:
     join: JoinBuffer
     store: ChangelogDict
     monitors: MonitorSet
-    last_event_wall: float = 0.0
+    # Per input partition: when (monotonic) the join last read a record of
+    # it, or got it; and per input topic partition, the next offset to read.
+    last_read: dict[int, float] = field(default_factory=dict)
+    read_next: dict[TP, int] = field(default_factory=dict)
     dead_letters: int = 0
     ready: bool = False
     telemetry: Telemetry = field(default_factory=Telemetry)  # for /metrics
@@ -343,7 +351,7 @@ def make_app(
             for value in encode_tagged(evs, tgs):  # each under the broker's message size limit
                 box.append((key, value))
         for part in partitions | by_partition.keys():
-            key, change = watermark_change(part, j.watermark)
+            key, change = watermark_change(part, j.clock(part).watermark)
             changes[key] = change
             key, change = outbox_change(part, encode_outbox(by_partition.get(part, [])))
             changes[key] = change
@@ -359,10 +367,8 @@ def make_app(
         """Decode, join, and pass model events on, a batch of messages at a time."""
         j = state.join
         xlog = j.expiry_log
+        read_next = state.read_next
         async for events in stream.take_events(ws.batch_size, within=ws.batch_within):
-            # Data is flowing: the idle-expiry timer must not advance event
-            # time while this batch (which may await sends) is in progress.
-            state.last_event_wall = time.monotonic()
             async with join_lock:
                 out: list[ModelEvent] = []
                 tags: list[Tag] = []
@@ -372,6 +378,7 @@ def make_app(
                 for i, event in enumerate(events):
                     msg = event.message
                     partitions.add(msg.partition)
+                    read_next[msg.tp] = msg.offset + 1
                     size += len(msg.value or b"")
                     is_prediction = msg.topic == pred_topic
                     kind = "prediction" if is_prediction else "outcome"
@@ -419,32 +426,65 @@ def make_app(
                         await commit_batch(out, tags, partitions, input_time_headers(chunk))
                         out, tags, partitions, first, size = [], [], set(), i + 1, 0
                 j.position = -1
-                state.last_event_wall = time.monotonic()
+                now = time.monotonic()
+                for part in partitions:
+                    state.last_read[part] = now
                 chunk = events[first:]
                 await commit_batch(out, tags, partitions, input_time_headers(chunk))
 
+    def caught_up(part: int) -> bool:
+        """Whether the join has read every record of input partition ``part`` the consumer knows of.
+
+        False while it cannot tell (no fetch of the partition yet).
+        """
+        consumer = app.consumer
+        committed = getattr(consumer, "_committed_offset", None) or {}
+        for topic in (topics.predictions, topics.outcomes):
+            tp = TP(topic, part)
+            end = consumer_highwater(consumer, tp)
+            done = state.read_next.get(tp)
+            if done is None:
+                done = committed.get(tp)
+            if end is None or (end > 0 and (done is None or end > done)):
+                return False
+        return True
+
     @app.timer(interval=ws.expiry_interval)
     async def expire_idle() -> None:
-        """Advance event time on a quiet worker so pending joins still expire.
+        """Advance event time on a quiet partition so its pending joins still expire.
 
-        Event time moves on by the wall-clock time elapsed since the last
-        record arrived: a partition that goes quiet for a day expires the
-        predictions it holds, whether its records carry today's times or a
-        replayed history's.
+        Only once the join has read everything the partition holds: a
+        backlog (taken over from another worker, or left by a pause) runs
+        on its own event time, so its predictions wait for their outcomes in
+        it. A caught-up partition's next records will be about as new as
+        the other partitions', so its event time moves to the newest any
+        partition here has seen, and on by the wall-clock time elapsed
+        since its last record: a partition that goes quiet for a day expires
+        the predictions it holds, whether its records carry today's times or
+        a replayed history's.
         """
+        if not state.ready:
+            return
         j = state.join
-        if not state.ready or state.last_event_wall == 0.0 or j._max_time == float("-inf"):
-            return
-        idle = time.monotonic() - state.last_event_wall
-        if idle < ws.expiry_interval:
-            return
         async with join_lock:
+            now = time.monotonic()
+            mine = sorted(state.join_partitions)
+            clocks = [(part, j.clocks.get(part)) for part in mine]
+            newest = max((c.max_time for _, c in clocks if c is not None), default=float("-inf"))
             out: list[ModelEvent] = []
             tags: list[Tag] = []
-            due = j.advance(j._max_time + idle - config.lateness)
-            if due:
-                tag_events(due, [], j.expiry_log, out, tags)
-            await commit_batch(out, tags, set())
+            for part, clock in clocks:
+                if clock is None or newest == float("-inf"):
+                    continue
+                idle = now - state.last_read.get(part, now)
+                if idle < ws.expiry_interval or not caught_up(part):
+                    continue
+                own = clock.max_time + idle if clock.max_time != float("-inf") else newest
+                due = j.advance(max(own, newest) - config.lateness, part)
+                if due:
+                    tag_events(due, [], j.expiry_log, out, tags)
+            if out:
+                await commit_batch(out, tags, set())
 
     # The monitor stage acknowledges a model-events message only once a
     # checkpoint covers it, so the committed offset never passes what a
@@ -603,10 +643,11 @@ def make_app(
         the rebalance has none pending: Faust let its last batch finish.
         """
         j = state.join
-        saved = max(state.store.watermarks.values(), default=float("-inf"))
-        if saved > j.watermark:
-            j.watermark = saved
-            j._max_time = max(j._max_time, saved + config.lateness)
+        for part, saved in state.store.watermarks.items():
+            j.resume(part, saved)
+        now = time.monotonic()
+        for part in new:  # idle from now on, if no record of it comes
+            state.last_read[part] = now
         sent = 0
         async with join_lock:
             for part, raw in sorted(state.store.outboxes.items()):
@@ -690,7 +731,12 @@ def make_app(
         }
         if parts:
             state.store.drop_partitions(parts)
+            state.join.forget_partitions(parts)
             state.join.rebuild_index()
+            for part in parts:
+                state.last_read.pop(part, None)
+            for tp in [tp for tp in state.read_next if tp.partition in parts]:
+                del state.read_next[tp]
 
     @app.on_before_shutdown.connect
     async def stop_writer(app_: Any, **_: Any) -> None:

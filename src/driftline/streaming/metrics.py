@@ -585,7 +585,7 @@ class FaustCollector:
         faust_committed = getattr(consumer, "_committed_offset", None) or {}
         for tp in sorted(tp for tp in assigned if tp.topic in self.topics):
             labels = [tp.topic, str(tp.partition)]
-            end = _max(ends.get(tp), _highwater(consumer, tp))
+            end = _max(ends.get(tp), consumer_highwater(consumer, tp))
             done = committed.get(tp)
             if done is None:
                 done = faust_committed.get(tp)
@@ -616,7 +616,7 @@ class FaustCollector:
             return None
 
 
-def _highwater(consumer: Any, tp: Any) -> int | None:
+def consumer_highwater(consumer: Any, tp: Any) -> int | None:
     """The consumer's latest known high-water mark of ``tp``; None if it has none yet.
 
     Read from the fetcher's state (updated by every fetch response, records

@@ -88,9 +88,8 @@ class Worker:
         self.join = JoinBuffer(TTL, store=store)
         self.join.expiry_log = []
         # As the worker's resume_join() does: event time where it was saved,
-        saved = max(durable.watermark.values(), default=float("-inf"))
-        self.join.watermark = saved
-        self.join._max_time = max(self.join._max_time, saved)
+        for part, saved in durable.watermark.items():
+            self.join.resume(part, saved)
         self.read = dict(committed)  # the next input offset to read, per (kind, partition)
 
     @staticmethod
@@ -192,7 +191,7 @@ def run(
             durable.entries[part] = {
                 rid: copy.copy(e) for rid, e in j.store.items() if e.partition == part
             }
-            durable.watermark[part] = j.watermark
+            durable.watermark[part] = j.clock(part).watermark
             durable.outbox[part] = by_part.get(part, ([], []))
         return True
 
@@ -208,10 +207,14 @@ def run(
             # By then the input offsets are committed (the worker commits every
             # few seconds; the idle timer needs a whole TTL to forget a
             # tombstone, the one thing that recognises a re-read record).
-            if j._max_time == float("-inf"):
+            clocks = [(p, c.max_time) for p, c in sorted(j.clocks.items())]
+            if all(t == float("-inf") for _, t in clocks):
                 break
             committed = dict(worker.read)
-            evs = j.advance(j._max_time + 3 * TTL)
+            evs = []
+            for part, t in clocks:  # each partition's event time, as the worker's idle timer
+                if t != float("-inf"):
+                    evs.extend(j.advance(t + 3 * TTL, part))
             tag_events(evs, [], j.expiry_log, out, tags)
         else:
             for _ in range(rng.randint(1, 6)):  # a batch, partitions interleaved at random

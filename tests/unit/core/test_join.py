@@ -259,6 +259,60 @@ def test_a_restored_buffer_knows_how_far_event_time_got():
     j.add_prediction(P("a", 100))
     j.add_prediction(P("b", 105))
     restored = JoinBuffer(ttl=10, store=dict(j.store))
-    assert restored._max_time == 105
+    assert restored.clock(0).max_time == 105
     assert restored.watermark == float("-inf")  # nothing expires until time moves on
-    assert kinds(restored.advance(restored._max_time + 6)) == ["Expired"]  # a, not b
+    assert kinds(restored.advance(restored.clock(0).max_time + 6)) == ["Expired"]  # a, not b
+
+
+def test_each_partition_has_its_own_event_time():
+    # A backlog on partition 1 (a worker taking it over, or catching up) is
+    # not expired by the time partition 0 has reached.
+    j = JoinBuffer(ttl=10)
+    j.partition = 1
+    j.add_prediction(P("old", 100))
+    j.partition = 0
+    j.add_prediction(P("new", 1000))
+    assert kinds(j.add_prediction(P("newer", 1020))) == ["PredictionSeen", "Expired"]  # "new"
+    assert j.clock(0).watermark == 1020 and j.clock(1).watermark == 100
+    j.partition = 1
+    assert kinds(j.add_outcome(O("old", 105))) == ["Joined"]
+    assert kinds(j.add_prediction(P("late", 102))) == ["PredictionSeen"]  # not past partition 1's
+    assert j.store["old"].partition == 1 and j.store["newer"].partition == 0
+
+
+def test_advance_moves_one_partition_or_all():
+    j = JoinBuffer(ttl=10)
+    j.expiry_log = []
+    for part, rid in ((0, "a"), (1, "b"), (2, "c")):
+        j.partition = part
+        j.add_prediction(P(rid, 0))
+    assert kinds(j.advance(100, 1)) == ["Expired"]
+    assert [(rid, part) for _, rid, part in j.expiry_log] == [("b", 1)]
+    j.expiry_log.clear()
+    assert kinds(j.advance(100)) == ["Expired", "Expired"]  # 0 and 2; 1 has nothing left
+    assert [(rid, part) for _, rid, part in j.expiry_log] == [("a", 0), ("c", 2)]
+
+
+def test_a_resumed_partition_expires_on_arrival_by_its_saved_watermark():
+    j = JoinBuffer(ttl=10)
+    j.resume(3, 500.0)
+    j.resume(3, 400.0)  # never backwards
+    assert j.clock(3).watermark == 500.0
+    j.partition = 3
+    assert kinds(j.add_prediction(P("a", 480))) == ["PredictionSeen", "Expired"]
+    j.partition = 4
+    assert kinds(j.add_prediction(P("b", 480))) == ["PredictionSeen"]  # partition 4 is fresh
+
+
+def test_a_restore_rebuilds_each_partitions_index_and_time():
+    j = JoinBuffer(ttl=10)
+    j.partition = 1
+    j.add_prediction(P("a", 100))
+    j.partition = 2
+    j.add_prediction(P("b", 300))
+    restored = JoinBuffer(ttl=10, store=dict(j.store))
+    assert restored.clock(1).max_time == 100 and restored.clock(2).max_time == 300
+    assert kinds(restored.advance(200, 2)) == []  # b's deadline is 310
+    assert kinds(restored.advance(200, 1)) == ["Expired"]
+    restored.forget_partitions({1})
+    assert 1 not in restored.clocks and 2 in restored.clocks
