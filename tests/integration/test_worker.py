@@ -25,6 +25,7 @@ import pytest
 from driftline.core.config import load_config
 from driftline.core.replay import replay
 from driftline.scenarios import generate, write_jsonl
+from driftline.streaming.seekfirst import SEEK_DELAY_ENV
 from integration.worker_harness import (
     Producer,
     WorkerProcess,
@@ -544,7 +545,10 @@ async def test_a_second_worker_takes_over_models_and_each_lives_on_one_worker(
     def exact(names: Any) -> dict[str, dict[str, int]]:
         return {m: {"predictions": sent, "joined": sent, "duplicates": 0} for m in names}
 
-    first = WorkerProcess(kafka_bootstrap, topics, tmp_path / "a", partitions=4)
+    # Each worker's seek after a rebalance is held back 0.5 s: the window in
+    # which Faust's own order lost records (streaming/seekfirst.py).
+    slow_seek = {SEEK_DELAY_ENV: "0.5"}
+    first = WorkerProcess(kafka_bootstrap, topics, tmp_path / "a", partitions=4, env=slow_seek)
     second = None
     try:
         await first.start()
@@ -558,32 +562,55 @@ async def test_a_second_worker_takes_over_models_and_each_lives_on_one_worker(
             await send("before", 10)
             await first.wait_models(exact(models))
             second = WorkerProcess(
-                kafka_bootstrap, topics, tmp_path / "b", partitions=4, app_id=first.app_id
+                kafka_bootstrap,
+                topics,
+                tmp_path / "b",
+                partitions=4,
+                app_id=first.app_id,
+                env=slow_seek,
             )
+            # Traffic flows through both rebalances, so records are in flight
+            # while partitions change hands.
+            trickle_on = asyncio.Event()
+            rounds = iter(range(1_000_000))
+
+            async def trickle() -> None:
+                while trickle_on.is_set():
+                    await send(f"t{next(rounds)}", 2)
+                    await asyncio.sleep(0.1)
+
+            trickle_on.set()
+            flowing = asyncio.create_task(trickle())
             started = time.monotonic()
             await second.start()
 
             # Wait until the rebalance has given the second worker some models' partitions
-            # and the first one has let go of them: send a little traffic until then.
+            # and the first one has let go of them.
             deadline = time.monotonic() + 90
-            round_ = 0
             while True:
-                round_ += 1
-                await send(f"probe{round_}", 1)
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(0.5)
                 a, b = await first.models(), await second.models()
                 if b and set(a) | set(b) == set(models) and not set(a) & set(b):
                     break
                 assert time.monotonic() < deadline, f"no clean split: {sorted(a)} / {sorted(b)}"
             split = time.monotonic() - started
+            trickle_on.clear()
+            await flowing
             await send("after", 20)
             a = await first.wait_models(exact(a))
             b = await second.wait_models(exact(b))
             assert set(a).isdisjoint(b) and set(a) | set(b) == set(models), (sorted(a), sorted(b))
 
             # Scale in: the first worker goes; the second takes its models, counts and all.
+            trickle_on.set()
+            flowing = asyncio.create_task(trickle())
             stopped = time.monotonic()
             await first.stop()
+            while len(await second.models()) < len(models):
+                await asyncio.sleep(0.5)
+                assert time.monotonic() < stopped + 90, "the second worker did not take over"
+            trickle_on.clear()
+            await flowing
             await send("last", 5)
             b = await second.wait_models(exact(models))
             print(

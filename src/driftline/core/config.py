@@ -44,6 +44,7 @@ SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
 RESERVED_ENV = frozenset(
     {
         "DRIFTLINE_CONFIG",
+        "DRIFTLINE_FAULT_SEEK_DELAY",  # fault injection, see streaming/seekfirst.py
         "DRIFTLINE_WEB_HOST",
         "DRIFTLINE_WEB_PORT",
         "DRIFTLINE_WEBHOOK_SECRET",

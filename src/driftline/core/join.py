@@ -65,8 +65,11 @@ DONE_EXPIRED = 3  # tombstone: expired, remembered to spot late outcomes
 class Clock:
     """Event time of one input partition, and the expiry index of its entries.
 
-    ``max_time`` is the newest event time seen, ``watermark`` how far event
-    time has moved (``max_time`` less the lateness, or further by a timer).
+    ``max_time`` is the event time the partition's records have reached,
+    ``watermark`` how far event time has moved (``max_time`` less the
+    lateness, or further by a timer). ``sides`` are the newest prediction
+    and outcome times seen: with ``sync_sides`` (see :class:`JoinBuffer`)
+    ``max_time`` is the older of the two, otherwise the newest of all.
     The index holds (deadline, request id) pairs, soonest first. Records
     mostly come in event-time order, so most deadlines come in order too:
     those queue in a FIFO (O(1) each way), the rest in a heap; expiry pops
@@ -75,6 +78,7 @@ class Clock:
 
     watermark: float = float("-inf")
     max_time: float = float("-inf")
+    sides: list[float] = field(default_factory=lambda: [float("-inf"), float("-inf")])
     fifo: deque[tuple[float, str]] = field(default_factory=deque)
     heap: list[tuple[float, str]] = field(default_factory=list)
 
@@ -125,10 +129,19 @@ class JoinBuffer:
         *,
         lateness: float = 0.0,
         store: MutableMapping[str, Entry] | None = None,
+        sync_sides: bool = False,
     ) -> None:
         if ttl <= 0:
             raise ValueError("ttl must be positive")
         self.ttl = ttl
+        # With sync_sides, a partition's event time is the older of its newest
+        # prediction and newest outcome: where predictions and outcomes come
+        # from two topics read at their own pace (a backlog), the predictions
+        # must not run ahead and expire what the outcomes' topic still holds,
+        # as a Flink operator takes the least of its inputs' watermarks. A
+        # timer lifts a side that is read to its end (see lift()). Replay
+        # reads one stream sorted by time and needs none of it.
+        self.sync_sides = sync_sides
         self.lateness = lateness
         self.store: MutableMapping[str, Entry] = {} if store is None else store
         # The input partition of the record being processed (see the
@@ -188,7 +201,10 @@ class JoinBuffer:
         clock = self.clock(partition)
         if watermark > clock.watermark:
             clock.watermark = watermark
-            clock.max_time = max(clock.max_time, watermark + self.lateness)
+            t = watermark + self.lateness
+            clock.max_time = max(clock.max_time, t)
+            sides = clock.sides
+            sides[0], sides[1] = max(sides[0], t), max(sides[1], t)
 
     def forget_partitions(self, partitions: set[int]) -> None:
         """Drop the clocks of partitions this buffer no longer holds (their entries are gone)."""
@@ -220,6 +236,8 @@ class JoinBuffer:
             if clock is None:
                 clock = clocks[e.partition] = Clock()
             clock.heap.append((e.deadline, rid))
+            if self.sync_sides:  # which side got how far is not in the entries: resume() says
+                continue
             # A tombstone of an expiry lives two TTLs past its prediction, the rest one.
             t = e.deadline - (2 * ttl if e.state == DONE_EXPIRED else ttl)
             if t > clock.max_time:
@@ -297,8 +315,16 @@ class JoinBuffer:
             if pos >= 0:  # remember it, so that reading it again does not count it again
                 entry.p_pos = pos
                 store[rid] = entry  # write back: the store may be a changelogged table
-        if p.event_time > self._clock.max_time:
-            due = self._observe(p.event_time)
+        t = p.event_time
+        clock = self._clock
+        if self.sync_sides:
+            sides = clock.sides
+            if t > sides[0]:
+                sides[0] = t
+                if sides[1] < t:
+                    t = sides[1]
+        if t > clock.max_time:
+            due = self._observe(t)
             if due:
                 out.extend(due)
         return out
@@ -367,8 +393,16 @@ class JoinBuffer:
             entry.o_pos = pos
             store[rid] = entry  # write back: the store may be a changelogged table
             out = []
-        if o.event_time > self._clock.max_time:
-            due = self._observe(o.event_time)
+        t = o.event_time
+        clock = self._clock
+        if self.sync_sides:
+            sides = clock.sides
+            if t > sides[1]:
+                sides[1] = t
+                if sides[0] < t:
+                    t = sides[0]
+        if t > clock.max_time:
+            due = self._observe(t)
             if due:
                 out.extend(due)
         return out
@@ -403,6 +437,27 @@ class JoinBuffer:
         self._put(rid, tomb)
         late = LateOutcome(p.model_id, p.model_version, o.event_time - p.event_time, o.event_time)
         return [Expired(p, deadline), late]
+
+    def lift(self, partition: int, side: int, time: float) -> list[ModelEvent]:
+        """Record that a side of ``partition`` holds nothing older than ``time`` unread.
+
+        Side 0 is the predictions, 1 the outcomes. For a side read to its end
+        and quiet: with ``sync_sides`` it no longer holds the partition's
+        event time back. Returns what expires.
+        """
+        clock = self.clock(partition)
+        sides = clock.sides
+        if time > sides[side]:
+            sides[side] = time
+        t = min(sides) if self.sync_sides else max(sides[side], clock.max_time)
+        if t <= clock.max_time:
+            return []
+        part = self._part
+        self.partition = partition
+        try:
+            return self._observe(t)
+        finally:
+            self.partition = part
 
     def _observe(self, event_time: float) -> list[ModelEvent]:
         clock = self._clock

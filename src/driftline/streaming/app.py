@@ -60,9 +60,12 @@ from driftline.streaming.kafka import (
 from driftline.streaming.metrics import (
     Telemetry,
     consumer_highwater,
+    consumer_last_poll,
     input_time_headers,
     install_metrics,
 )
+from driftline.streaming.offsets import PROCESS, OffsetGuard
+from driftline.streaming.seekfirst import seek_before_resume
 
 log = logging.getLogger("driftline.worker")
 
@@ -115,10 +118,13 @@ class WorkerState:
     join: JoinBuffer
     store: ChangelogDict
     monitors: MonitorSet
-    # Per input partition: when (monotonic) the join last read a record of
-    # it, or got it; and per input topic partition, the next offset to read.
-    last_read: dict[int, float] = field(default_factory=dict)
-    read_next: dict[TP, int] = field(default_factory=dict)
+    # Per input topic partition: when (epoch seconds) the join last read a
+    # record of it, or got it.
+    last_read: dict[TP, float] = field(default_factory=dict)
+    # Per topic partition, the next offset the join and the monitor agents
+    # must read (set by make_app, which knows the consumer).
+    join_offsets: OffsetGuard = field(default_factory=lambda: OffsetGuard(lambda tp: None))
+    monitor_offsets: OffsetGuard = field(default_factory=lambda: OffsetGuard(lambda tp: None))
     dead_letters: int = 0
     ready: bool = False
     telemetry: Telemetry = field(default_factory=Telemetry)  # for /metrics
@@ -203,6 +209,7 @@ def make_app(
     """Build the Faust app for ``config``; return it with its shared state."""
     ws = settings or WorkerSettings()
     shorten_fetch_wait()
+    seek_before_resume()
     topics = config.topics
     app = faust.App(
         config.app_id,
@@ -288,7 +295,7 @@ def make_app(
         **aiokafka_auth(config.security),
     )
     state = WorkerState(
-        join=JoinBuffer(config.label_ttl, lateness=config.lateness, store=store),
+        join=JoinBuffer(config.label_ttl, lateness=config.lateness, store=store, sync_sides=True),
         store=store,
         monitors=MonitorSet(config, keep_refused=True),
     )
@@ -362,23 +369,44 @@ def make_app(
             messages = [(k, v, None) for box in by_partition.values() for k, v in box]
             await sender.deliver(model_events_name, messages, headers)
 
+    def committed_offset(tp: TP) -> int | None:
+        """Faust's committed offset of ``tp`` (the next to read), if it knows one."""
+        committed = getattr(app.consumer, "_committed_offset", None) or {}
+        return committed.get(tp)
+
+    # Each agent reads every offset of its partitions once, in order
+    # (streaming/offsets.py): a jump forward is sought back.
+    state.join_offsets = OffsetGuard(committed_offset)
+    state.monitor_offsets = OffsetGuard(committed_offset)
+
     @app.agent(inputs)
     async def join(stream: Any) -> None:
         """Decode, join, and pass model events on, a batch of messages at a time."""
         j = state.join
         xlog = j.expiry_log
-        read_next = state.read_next
+        guard = state.join_offsets
+        read_next = guard.next
         async for events in stream.take_events(ws.batch_size, within=ws.batch_within):
             async with join_lock:
                 out: list[ModelEvent] = []
                 tags: list[Tag] = []
                 partitions: set[int] = set()
+                tps: set[TP] = set()
                 first = 0  # the chunk's first event
                 size = 0  # the chunk's input bytes
                 for i, event in enumerate(events):
                     msg = event.message
+                    tp = msg.tp
+                    if read_next.get(tp) == msg.offset and not guard.rewinding:
+                        read_next[tp] = msg.offset + 1  # the common case, inlined
+                    else:
+                        verdict = guard.admit(tp, msg.offset)
+                        if verdict != PROCESS:
+                            if verdict >= 0:
+                                await app.consumer.seek(tp, verdict)
+                            continue  # it comes again after the seek
                     partitions.add(msg.partition)
-                    read_next[msg.tp] = msg.offset + 1
+                    tps.add(tp)
                     size += len(msg.value or b"")
                     is_prediction = msg.topic == pred_topic
                     kind = "prediction" if is_prediction else "outcome"
@@ -426,61 +454,90 @@ def make_app(
                         await commit_batch(out, tags, partitions, input_time_headers(chunk))
                         out, tags, partitions, first, size = [], [], set(), i + 1, 0
                 j.position = -1
-                now = time.monotonic()
-                for part in partitions:
-                    state.last_read[part] = now
+                now = time.time()
+                for tp in tps:
+                    state.last_read[tp] = now
                 chunk = events[first:]
                 await commit_batch(out, tags, partitions, input_time_headers(chunk))
 
-    def caught_up(part: int) -> bool:
-        """Whether the join has read every record of input partition ``part`` the consumer knows of.
+    def quiet_since(tp: TP, now: float) -> float | None:
+        """When the join last read input topic partition ``tp``, if it has read all of it.
 
-        False while it cannot tell (no fetch of the partition yet).
+        None unless a fetch response came after that read, recently, and
+        showed nothing beyond it. So None while it cannot tell: before the
+        first fetch, and while fetching stops (a rebalance, a paused
+        partition), when the high-water mark goes stale however much is
+        written meanwhile.
         """
         consumer = app.consumer
-        committed = getattr(consumer, "_committed_offset", None) or {}
-        for topic in (topics.predictions, topics.outcomes):
-            tp = TP(topic, part)
-            end = consumer_highwater(consumer, tp)
-            done = state.read_next.get(tp)
-            if done is None:
-                done = committed.get(tp)
-            if end is None or (end > 0 and (done is None or end > done)):
-                return False
-        return True
+        last_read = state.last_read.get(tp)
+        if last_read is None:  # nothing read yet: quiet from now on, if nothing comes
+            state.last_read[tp] = now
+            return None
+        polled = consumer_last_poll(consumer, tp)
+        if polled is None or polled < last_read or now - polled > idle_poll_age:
+            return None
+        end = consumer_highwater(consumer, tp)
+        done = state.join_offsets.next.get(tp)
+        if done is None:
+            done = (getattr(consumer, "_committed_offset", None) or {}).get(tp)
+        if end is None or (end > 0 and (done is None or end > done)):
+            return None
+        return last_read
+
+    # A fetch response older than this says nothing about a partition now.
+    idle_poll_age = max(5.0, 2 * ws.expiry_interval)
 
     @app.timer(interval=ws.expiry_interval)
     async def expire_idle() -> None:
-        """Advance event time on a quiet partition so its pending joins still expire.
+        """Move event time on where a side of a partition is read to its end and quiet.
 
-        Only once the join has read everything the partition holds: a
-        backlog (taken over from another worker, or left by a pause) runs
-        on its own event time, so its predictions wait for their outcomes in
-        it. A caught-up partition's next records will be about as new as
-        the other partitions', so its event time moves to the newest any
-        partition here has seen, and on by the wall-clock time elapsed
-        since its last record: a partition that goes quiet for a day expires
-        the predictions it holds, whether its records carry today's times or
-        a replayed history's.
+        A partition's event time is the older of its newest prediction and
+        newest outcome (the join's ``sync_sides``), so that a backlog read
+        faster on one topic than the other expires nothing early. A side
+        that has been read to its end (see :func:`quiet_since`) and stayed
+        quiet for ``expiry_interval`` stops holding it back: it is lifted to
+        the other side's time. When both are, the partition's next records
+        will be about as new as the other partitions', so its time moves to
+        the newest any partition here has seen, and on by the wall-clock
+        time elapsed since its last record: a partition that goes quiet for
+        a day expires the predictions it holds, whether its records carry
+        today's times or a replayed history's. A backlog (taken over from
+        another worker, or left by a pause) is never quiet, so it runs on
+        its own event time and its predictions wait for their outcomes in it.
         """
-        if not state.ready:
+        if not state.ready or app.rebalancing:
             return
         j = state.join
+        interval = ws.expiry_interval
         async with join_lock:
-            now = time.monotonic()
-            mine = sorted(state.join_partitions)
-            clocks = [(part, j.clocks.get(part)) for part in mine]
-            newest = max((c.max_time for _, c in clocks if c is not None), default=float("-inf"))
+            now = time.time()
+            clocks = [(part, j.clocks.get(part)) for part in sorted(state.join_partitions)]
+            newest = max((max(c.sides) for _, c in clocks if c is not None), default=float("-inf"))
+            if newest == float("-inf"):
+                return
             out: list[ModelEvent] = []
             tags: list[Tag] = []
             for part, clock in clocks:
-                if clock is None or newest == float("-inf"):
+                if clock is None:
                     continue
-                idle = now - state.last_read.get(part, now)
-                if idle < ws.expiry_interval or not caught_up(part):
+                since = [
+                    quiet_since(TP(topic, part), now)
+                    for topic in (topics.predictions, topics.outcomes)
+                ]
+                quiet = [t is not None and now - t >= interval for t in since]
+                sides = clock.sides
+                if quiet[0] and quiet[1]:
+                    idle = now - max(t for t in since if t is not None)
+                    own = max(sides)
+                    target = max(own + idle, newest) if own != float("-inf") else newest
+                    # The watermark only: the sides keep the times records showed.
+                    due = j.advance(target - config.lateness, part)
+                elif quiet[0] or quiet[1]:
+                    side = 0 if quiet[0] else 1
+                    due = j.lift(part, side, sides[1 - side])
+                else:
                     continue
-                own = clock.max_time + idle if clock.max_time != float("-inf") else newest
-                due = j.advance(max(own, newest) - config.lateness, part)
                 if due:
                     tag_events(due, [], j.expiry_log, out, tags)
             if out:
@@ -546,9 +603,16 @@ def make_app(
         admit = checkpoint.admit
         manual = stream.noack()
         monitor_stream[:] = [manual]
+        guard = state.monitor_offsets
         async for event in manual.events():
             msg = event.message
             key = msg.key
+            verdict = guard.admit(msg.tp, msg.offset)
+            if verdict != PROCESS:
+                if verdict >= 0:
+                    await app.consumer.seek(msg.tp, verdict)
+                unacked.append(event)  # acknowledged; it comes again after the seek
+                continue
             if msg.offset < resume_at.get(key, 0):
                 unacked.append(event)  # its checkpoint covers it already
                 continue
@@ -624,6 +688,11 @@ def make_app(
             for tp in app.assignor.assigned_actives()
             if tp.topic in (topics.predictions, topics.outcomes)
         }
+        # Where reading goes on is checked for skipped offsets (join and
+        # monitor agents); a partition that left may come back further on.
+        state.join_offsets.keep(lambda tp: tp.partition in assigned)
+        mine = monitor_partitions_assigned()
+        state.monitor_offsets.keep(lambda tp: tp.partition in mine)
         n = state.store.restore(assigned)
         state.join.rebuild_index()
         await resume_join(assigned - state.join_partitions)
@@ -645,9 +714,10 @@ def make_app(
         j = state.join
         for part, saved in state.store.watermarks.items():
             j.resume(part, saved)
-        now = time.monotonic()
+        now = time.time()
         for part in new:  # idle from now on, if no record of it comes
-            state.last_read[part] = now
+            for topic in (topics.predictions, topics.outcomes):
+                state.last_read[TP(topic, part)] = now
         sent = 0
         async with join_lock:
             for part, raw in sorted(state.store.outboxes.items()):
@@ -733,10 +803,8 @@ def make_app(
             state.store.drop_partitions(parts)
             state.join.forget_partitions(parts)
             state.join.rebuild_index()
-            for part in parts:
-                state.last_read.pop(part, None)
-            for tp in [tp for tp in state.read_next if tp.partition in parts]:
-                del state.read_next[tp]
+            for tp in [tp for tp in state.last_read if tp.partition in parts]:
+                del state.last_read[tp]
 
     @app.on_before_shutdown.connect
     async def stop_writer(app_: Any, **_: Any) -> None:

@@ -631,6 +631,20 @@ def consumer_highwater(consumer: Any, tp: Any) -> int | None:
     return hw if isinstance(hw, int) and hw >= 0 else None
 
 
+def consumer_last_poll(consumer: Any, tp: Any) -> float | None:
+    """When (epoch seconds) the consumer last had a fetch response for ``tp``; None if never.
+
+    The high-water mark is only as fresh as that response: while a
+    rebalance or a paused partition stops fetching, it stays where it was
+    however much is written meanwhile.
+    """
+    try:
+        ms = consumer._thread._ensure_consumer().last_poll_timestamp(tp)
+    except Exception:  # not assigned (any more), not started, or another driver
+        return None
+    return ms / 1000.0 if isinstance(ms, int) else None
+
+
 def _max(a: int | None, b: int | None) -> int | None:
     if a is None:
         return b

@@ -85,7 +85,7 @@ class Worker:
 
     def __init__(self, durable: Durable, committed: dict[tuple[str, int], int]) -> None:
         store = {rid: copy.copy(e) for part in durable.entries.values() for rid, e in part.items()}
-        self.join = JoinBuffer(TTL, store=store)
+        self.join = JoinBuffer(TTL, store=store, sync_sides=True)
         self.join.expiry_log = []
         # As the worker's resume_join() does: event time where it was saved,
         for part, saved in durable.watermark.items():

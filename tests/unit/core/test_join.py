@@ -316,3 +316,35 @@ def test_a_restore_rebuilds_each_partitions_index_and_time():
     assert kinds(restored.advance(200, 1)) == ["Expired"]
     restored.forget_partitions({1})
     assert 1 not in restored.clocks and 2 in restored.clocks
+
+
+def test_synced_sides_keep_a_backlog_of_outcomes_from_expiring_its_predictions():
+    # The worker reads predictions and outcomes from two topics at their own
+    # pace: predictions 100 s ahead must not expire what the outcomes hold.
+    for sync, expected in ((False, ["OrphanOutcome"]), (True, ["Joined"])):
+        j = JoinBuffer(ttl=10, sync_sides=sync)
+        j.add_prediction(P("a", 0))
+        j.add_outcome(O("z", 0))  # an outcome of something else, at time 0
+        for t in range(1, 100):
+            j.add_prediction(P(f"p{t}", t))
+        assert kinds(j.add_outcome(O("a", 2))) == expected
+
+
+def test_synced_sides_move_with_the_older_side_and_a_lift():
+    j = JoinBuffer(ttl=10, sync_sides=True)
+    j.add_prediction(P("a", 0))
+    j.add_prediction(P("b", 50))
+    assert j.clock(0).max_time == float("-inf")  # no outcome seen yet
+    assert kinds(j.add_outcome(O("x", 20))) == ["Expired"]  # time 20: a's deadline 10 passed
+    assert j.clock(0).max_time == 20
+    # Outcomes read to their end: time is the predictions' 50, x's wait (to 30) is over.
+    assert kinds(j.lift(0, 1, 50)) == ["OrphanOutcome"]
+    assert j.clock(0).max_time == 50
+    assert kinds(j.lift(0, 0, 70)) == []  # the older side still says 50 < b's deadline 60
+    assert kinds(j.lift(0, 1, 70)) == ["Expired"]
+
+
+def test_a_resume_moves_both_sides():
+    j = JoinBuffer(ttl=10, sync_sides=True)
+    j.resume(2, 100.0)
+    assert j.clock(2).sides == [100.0, 100.0] and j.clock(2).max_time == 100.0
