@@ -321,8 +321,8 @@ class JoinBuffer:
             sides = clock.sides
             if t > sides[0]:
                 sides[0] = t
-                if sides[1] < t:
-                    t = sides[1]
+            if sides[1] < t:  # a tie with this side's newest too: capped by the other side
+                t = sides[1]
         if t > clock.max_time:
             due = self._observe(t)
             if due:
@@ -399,8 +399,8 @@ class JoinBuffer:
             sides = clock.sides
             if t > sides[1]:
                 sides[1] = t
-                if sides[0] < t:
-                    t = sides[0]
+            if sides[0] < t:  # a tie with this side's newest too: capped by the other side
+                t = sides[0]
         if t > clock.max_time:
             due = self._observe(t)
             if due:

@@ -348,3 +348,16 @@ def test_a_resume_moves_both_sides():
     j = JoinBuffer(ttl=10, sync_sides=True)
     j.resume(2, 100.0)
     assert j.clock(2).sides == [100.0, 100.0] and j.clock(2).max_time == 100.0
+
+
+def test_a_time_tied_with_its_sides_newest_is_still_capped_by_the_other_side():
+    # Timestamps in milliseconds tie often; a backlog read one topic ahead of
+    # the other lost 502 joins in scripts/scale_out.py --instance-id this way.
+    j = JoinBuffer(ttl=10, sync_sides=True)
+    j.add_prediction(P("a", 0))
+    j.add_prediction(P("b", 20))
+    assert kinds(j.add_prediction(P("c", 20))) == ["PredictionSeen"]  # not a's expiry
+    assert j.watermark == float("-inf")
+    j.add_outcome(O("x", 5))
+    assert kinds(j.add_outcome(O("y", 5))) == []
+    assert j.clock(0).max_time == 5
