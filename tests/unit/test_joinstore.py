@@ -186,3 +186,14 @@ def test_an_outbox_keeps_its_messages_byte_for_byte():
     for bad in (b"", b"{}", encode_outbox(messages)[:-5]):
         with pytest.raises(ValueError):
             decode_outbox(bad)
+
+
+def test_a_partition_without_event_time_yet_restores_without_a_watermark():
+    # With synced sides a partition that saw predictions only has no time
+    # yet: its watermark is minus infinity, JSON null in the changelog.
+    table = FakeTable()
+    store = ChangelogDict(table)
+    changes = dict([watermark_change(0, float("-inf")), watermark_change(1, 7.0)])
+    store.stored(changes)
+    store.restore({0, 1})
+    assert store.watermarks == {1: 7.0}

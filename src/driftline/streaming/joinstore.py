@@ -83,8 +83,16 @@ def decode_outbox(raw: bytes) -> list[tuple[bytes, bytes]]:
 
 
 def watermark_change(partition: int, watermark: float) -> tuple[bytes, tuple[int, bytes]]:
-    """The changelog change that records ``watermark`` on ``partition``."""
-    return WATERMARK_KEY + str(partition).encode(), (partition, orjson.dumps(watermark))
+    """The changelog change that records ``watermark`` on ``partition``.
+
+    A partition with no event time yet (minus infinity) is recorded as
+    ``null``, which JSON has instead of infinities.
+
+    >>> watermark_change(3, float("-inf"))
+    (b'\\x00watermark/3', (3, b'null'))
+    """
+    value = orjson.dumps(watermark if watermark != float("-inf") else None)
+    return WATERMARK_KEY + str(partition).encode(), (partition, value)
 
 
 def outbox_change(partition: int, raw: bytes) -> tuple[bytes, tuple[int, bytes]]:
@@ -333,8 +341,9 @@ class ChangelogDict(dict[str, Entry]):
             if kb.startswith(b"\x00"):
                 if kb.startswith(WATERMARK_KEY):
                     partition = int(kb[len(WATERMARK_KEY) :])
-                    if partition in partitions:
-                        self.watermarks[partition] = float(orjson.loads(raw))
+                    value = orjson.loads(raw)
+                    if partition in partitions and value is not None:  # null: no time yet
+                        self.watermarks[partition] = float(value)
                 elif kb.startswith(OUTBOX_KEY):
                     partition = int(kb[len(OUTBOX_KEY) :])
                     if partition in partitions:
