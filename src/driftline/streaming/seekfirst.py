@@ -66,19 +66,34 @@ def seek_before_resume() -> None:
             while deferred:
                 resume_partitions(deferred.pop(0))
 
-        consumer.resume_partitions = defer
-        flow.resume = resume_flow_then_partitions
+        undo = [
+            _override(consumer, "resume_partitions", defer),
+            _override(flow, "resume", resume_flow_then_partitions),
+        ]
         if delay:
-            consumer.perform_seek = delayed_seek
+            undo.append(_override(consumer, "perform_seek", delayed_seek))
         try:
             await original(self, generation_id)
         finally:
-            del consumer.resume_partitions
-            del flow.resume
-            if delay:
-                del consumer.perform_seek
+            for restore in undo:
+                restore()
             while deferred:  # it stopped early (another rebalance): as Faust would have left it
                 resume_partitions(deferred.pop(0))
 
     on_recovery_completed.driftline_seek_first = True  # type: ignore[attr-defined]
     Recovery.on_recovery_completed = on_recovery_completed  # type: ignore[method-assign]
+
+
+def _override(obj: Any, name: str, value: Any) -> Any:
+    """Set ``obj.name`` to ``value``; return what puts it back as it was."""
+    own = vars(obj)
+    had, old = name in own, own.get(name)
+    setattr(obj, name, value)
+
+    def restore() -> None:
+        if had:
+            setattr(obj, name, old)
+        else:
+            delattr(obj, name)
+
+    return restore
