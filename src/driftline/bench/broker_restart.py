@@ -45,6 +45,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -360,8 +361,23 @@ def _counted(models: list[dict[str, Any]]) -> int:
     return sum(int(m.get("predictions") or 0) + int(m.get("outcomes") or 0) for m in models)
 
 
-def _count_problems(truth: dict[str, Any], models: list[dict[str, Any]]) -> list[str]:
-    """Every way the worker's per-model counts differ from what was acknowledged."""
+def _expected_no_expiry(t: dict[str, Any]) -> dict[str, int]:
+    """Every prediction sent has its outcome: all join, none expires."""
+    return {
+        "predictions": t["predictions"],
+        "joined": t["outcomes"],
+        "duplicates": 0,
+        "expired": 0,
+        "late": 0,
+    }
+
+
+def count_problems(
+    truth: dict[str, Any],
+    models: list[dict[str, Any]],
+    expected: Callable[[dict[str, Any]], dict[str, int]] = _expected_no_expiry,
+) -> list[str]:
+    """Every way the worker's per-model counts differ from ``expected(truth of the model)``."""
     seen = {(m["model_id"], m["model_version"]): m for m in models}
     problems = []
     for t in truth.get("models", []):
@@ -370,14 +386,7 @@ def _count_problems(truth: dict[str, Any], models: list[dict[str, Any]]) -> list
         if m is None:
             problems.append(f"{key[0]} {key[1]}: not in /models")
             continue
-        want = {
-            "predictions": t["predictions"],
-            "joined": t["outcomes"],
-            "duplicates": 0,
-            "expired": 0,
-            "late": 0,
-        }
-        for name, value in want.items():
+        for name, value in expected(t).items():
             if m.get(name) != value:
                 problems.append(f"{key[0]} {key[1]}: {name} {m.get(name)}, expected {value}")
     for key in seen:
@@ -504,7 +513,7 @@ async def run_broker_restart(
                 result.models = await worker.models()
                 s = result.samples[-1] if result.samples else None
                 lag0 = s is not None and s.end is not None and s.end == s.committed
-                done = result.truth and not _count_problems(result.truth, result.models)
+                done = result.truth and not count_problems(result.truth, result.models)
                 hits = hits + 1 if (done and lag0 and bridge.alive()) else 0
                 if hits >= 3:
                     result.caught_up_after_end = time.monotonic() - sim_end
@@ -589,7 +598,7 @@ def _check(r: RestartResult) -> None:
     else:
         if r.truth.get("errors"):
             r.problems.append(f"the simulator reported send errors: {r.truth['errors'][:3]}")
-        r.problems.extend(_count_problems(r.truth, r.models))
+        r.problems.extend(count_problems(r.truth, r.models))
     if r.final_lag != 0:
         r.problems.append(f"the worker's committed lag is {r.final_lag}, not 0")
     if r.caught_up_after_end is None:

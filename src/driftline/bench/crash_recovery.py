@@ -104,6 +104,7 @@ from driftline.bench.broker_restart import (
     Receiver,
     _counted,
     _read_topic,
+    count_problems,
 )
 from driftline.bench.soak import _worker_env
 from driftline.bench.stream import WorkerFailed, WorkerProcess, _die_with_parent
@@ -447,20 +448,7 @@ def _expected(t: dict[str, Any]) -> dict[str, int]:
 
 def _count_problems(truth: dict[str, Any], models: list[dict[str, Any]]) -> list[str]:
     """Every way the worker's per-model counts differ from what was acknowledged."""
-    seen = {(m["model_id"], m["model_version"]): m for m in models}
-    problems = []
-    for t in truth.get("models", []):
-        key = (t["model_id"], t["model_version"])
-        m = seen.pop(key, None)
-        if m is None:
-            problems.append(f"{key[0]} {key[1]}: not in /models")
-            continue
-        for name, value in _expected(t).items():
-            if m.get(name) != value:
-                problems.append(f"{key[0]} {key[1]}: {name} {m.get(name)}, expected {value}")
-    for key in seen:
-        problems.append(f"{key[0]} {key[1]}: in /models but the simulator sent none")
-    return problems
+    return count_problems(truth, models, _expected)
 
 
 def _condition(alert: dict[str, Any]) -> tuple[Any, ...]:
@@ -542,7 +530,32 @@ async def run_crash_recovery(options: CrashOptions, *, say: Say = print) -> Cras
     broker cannot be started or something already answers on its port;
     everything else that goes wrong is a problem of the result.
     """
-    o = options
+    result = await on_own_broker(
+        options,
+        "driftline-crash-",
+        lambda bootstrap: CrashResult(options, bootstrap=bootstrap),
+        _run,
+        say,
+    )
+    _check(result)
+    return result
+
+
+async def on_own_broker(
+    o: Any,
+    workdir_prefix: str,
+    make_result: Callable[[str], Any],
+    run: Callable[[LocalBroker, Any, Path, Any, Say], Awaitable[None]],
+    say: Say,
+) -> Any:
+    """Run a harness on a broker of its own: start it on ``o.port``, ``run``, stop and wipe it.
+
+    ``o`` has ``check()``, ``port``, ``workdir`` (None: a temporary one,
+    removed afterwards) and ``keep`` (keep the broker's data and the logs).
+    Raises :class:`~driftline.bench.broker_restart.BrokerError` if
+    something already answers on the port or the broker cannot start; a
+    failure to stop it is a problem of the result.
+    """
     o.check()
     broker = LocalBroker(o.port)
     if await asyncio.to_thread(broker.running):
@@ -551,13 +564,13 @@ async def run_crash_recovery(options: CrashOptions, *, say: Say = print) -> Cras
             " a broker of its own; pick a free port"
         )
     own_workdir = o.workdir is None
-    workdir = Path(tempfile.mkdtemp(prefix="driftline-crash-")) if o.workdir is None else o.workdir
+    workdir = Path(tempfile.mkdtemp(prefix=workdir_prefix)) if own_workdir else o.workdir
     workdir.mkdir(parents=True, exist_ok=True)
-    result = CrashResult(o, bootstrap=broker.bootstrap)
+    result = make_result(broker.bootstrap)
     try:
         say(f"starting a broker on {broker.bootstrap}")
         await asyncio.to_thread(broker.start)
-        await _run(broker, o, workdir, result, say)
+        await run(broker, o, workdir, result, say)
     finally:
         try:
             await asyncio.to_thread(broker.stop)
@@ -570,7 +583,6 @@ async def run_crash_recovery(options: CrashOptions, *, say: Say = print) -> Cras
             say(f"kept: logs in {workdir}, broker data in {broker.data_dir}")
         elif own_workdir:
             shutil.rmtree(workdir, ignore_errors=True)
-    _check(result)
     return result
 
 
@@ -890,22 +902,10 @@ async def _settle(
     has processed every record, so the last predictions without an outcome
     expire a label TTL after that, each sending a model event: settled is
     a TTL after caught up, committed lag 0 on every input topic (model
-    events too) and the counts the same three polls in a row.
+    events too) and the counts the same three polls in a row. Polls once a
+    second, until ``o.catch_up_timeout`` after the simulator's end.
     """
     deadline = sim_end + o.catch_up_timeout
-    await _wait_settled(worker, reader, result, sim_end, o, sources, deadline)
-
-
-async def _wait_settled(
-    worker: CrashableWorker,
-    reader: OffsetReader,
-    result: CrashResult,
-    sim_end: float,
-    o: CrashOptions,
-    sources: tuple[str, str],
-    deadline: float,
-) -> None:
-    """The polling loop of :func:`_settle` (once a second)."""
     caught_up: float | None = None
     steady = 0
     last: list[dict[str, Any]] | None = None

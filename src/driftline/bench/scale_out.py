@@ -68,9 +68,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import shutil
 import signal
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -86,7 +84,6 @@ from aiokafka.errors import KafkaError
 from driftline.bench.broker_restart import (
     SHARED_PORT,
     Background,
-    BrokerError,
     LocalBroker,
     Receiver,
     _counted,
@@ -107,6 +104,7 @@ from driftline.bench.crash_recovery import (
     _settle,
     alerts_table,
     counts_table,
+    on_own_broker,
     start_traffic,
 )
 from driftline.bench.soak import _worker_env
@@ -569,34 +567,13 @@ async def run_scale_out(options: ScaleOptions, *, say: Say = print) -> ScaleResu
     broker cannot be started or something already answers on its port;
     everything else that goes wrong is a problem of the result.
     """
-    o = options
-    o.check()
-    broker = LocalBroker(o.port)
-    if await asyncio.to_thread(broker.running):
-        raise BrokerError(
-            f"something already answers on {broker.bootstrap}: this run starts and stops"
-            " a broker of its own; pick a free port"
-        )
-    own_workdir = o.workdir is None
-    workdir = Path(tempfile.mkdtemp(prefix="driftline-scale-")) if o.workdir is None else o.workdir
-    workdir.mkdir(parents=True, exist_ok=True)
-    result = ScaleResult(o, bootstrap=broker.bootstrap)
-    try:
-        say(f"starting a broker on {broker.bootstrap}")
-        await asyncio.to_thread(broker.start)
-        await _run(broker, o, workdir, result, say)
-    finally:
-        try:
-            await asyncio.to_thread(broker.stop)
-        except BrokerError as exc:
-            result.problems.append(f"could not stop the broker: {exc}")
-        else:
-            if not o.keep:
-                broker.wipe()
-        if o.keep:
-            say(f"kept: logs in {workdir}, broker data in {broker.data_dir}")
-        elif own_workdir:
-            shutil.rmtree(workdir, ignore_errors=True)
+    result = await on_own_broker(
+        options,
+        "driftline-scale-",
+        lambda bootstrap: ScaleResult(options, bootstrap=bootstrap),
+        _run,
+        say,
+    )
     analyse(result)
     _check(result)
     return result
