@@ -20,6 +20,10 @@ outcome) rather than as a new request.
 The buffer keeps its entries in any ``MutableMapping``: a dict here, a
 changelog-backed table in the streaming worker. The expiry index is derived
 state and :meth:`JoinBuffer.rebuild_index` recreates it from the mapping.
+Given an :class:`~driftline.core.indextail.IndexTail`, the index keeps a
+bounded number of its items in memory and the rest there (on disk, in the
+worker), so that a million pending predictions do not cost a million
+index items of memory.
 
 >>> from driftline.core.events import Prediction, Outcome
 >>> join = JoinBuffer(ttl=60.0)
@@ -52,8 +56,16 @@ from driftline.core.events import (
     Prediction,
     PredictionSeen,
 )
+from driftline.core.indextail import IndexItem, IndexTail
 
 _NOTHING: list[ModelEvent] = []  # shared empty result; callers only read it
+
+TAIL_CHUNK = 1024
+"""Index items taken back from the tail at once (per partition, in memory meanwhile).
+
+A partition may always keep four chunks of index items in memory, however
+small the bound: its share of the bound is never less.
+"""
 
 WAITING_PREDICTION = 0  # a prediction waits for its outcome
 WAITING_OUTCOME = 1  # an early outcome waits for its prediction
@@ -73,14 +85,20 @@ class Clock:
     The index holds (deadline, request id) pairs, soonest first. Records
     mostly come in event-time order, so most deadlines come in order too:
     those queue in a FIFO (O(1) each way), the rest in a heap; expiry pops
-    the smaller head of the two, which is the order one heap would give.
+    the smaller head of the three sources, which is the order one heap
+    would give. The third is the tail (an ``IndexTail``), where items over
+    the memory bound wait: ``on_tail`` of them, the soonest of which are in
+    ``head`` (a chunk taken back, in order; every item still on the tail is
+    at least ``head[-1]``).
     """
 
     watermark: float = float("-inf")
     max_time: float = float("-inf")
     sides: list[float] = field(default_factory=lambda: [float("-inf"), float("-inf")])
-    fifo: deque[tuple[float, str]] = field(default_factory=deque)
-    heap: list[tuple[float, str]] = field(default_factory=list)
+    fifo: deque[IndexItem] = field(default_factory=deque)
+    heap: list[IndexItem] = field(default_factory=list)
+    head: deque[IndexItem] = field(default_factory=deque)
+    on_tail: int = 0
 
 
 @dataclass(slots=True)
@@ -130,10 +148,22 @@ class JoinBuffer:
         lateness: float = 0.0,
         store: MutableMapping[str, Entry] | None = None,
         sync_sides: bool = False,
+        index_tail: IndexTail | None = None,
+        index_memory: int = 200_000,
+        tail_chunk: int = TAIL_CHUNK,
     ) -> None:
         if ttl <= 0:
             raise ValueError("ttl must be positive")
         self.ttl = ttl
+        # Without a tail, the expiry index is all in memory (replay: the
+        # entries are too). With one, each partition keeps at most its share
+        # of ``index_memory`` items in memory (four tail chunks at least).
+        self._tail = index_tail
+        if index_tail is not None:
+            self._index = self._index_bounded  # type: ignore[method-assign]
+        self.index_memory = index_memory
+        self._tail_chunk = tail_chunk
+        self._index_cap = max(4 * tail_chunk, index_memory)
         # With sync_sides, a partition's event time is the older of its newest
         # prediction and newest outcome: where predictions and outcomes come
         # from two topics read at their own pace (a backlog), the predictions
@@ -181,7 +211,20 @@ class JoinBuffer:
         clock = self._clocks.get(partition)
         if clock is None:
             clock = self._clocks[partition] = Clock()
+            self._share_index_memory()
         return clock
+
+    def _share_index_memory(self) -> None:
+        share = self.index_memory // max(1, len(self._clocks))
+        self._index_cap = max(4 * self._tail_chunk, share)
+
+    def index_size(self) -> tuple[int, int]:
+        """Expiry-index items held (in memory, on the tail), stale ones included."""
+        memory = tail = 0
+        for clock in self._clocks.values():
+            memory += len(clock.fifo) + len(clock.heap) + len(clock.head)
+            tail += clock.on_tail
+        return memory, tail
 
     @property
     def clocks(self) -> dict[int, Clock]:
@@ -213,6 +256,9 @@ class JoinBuffer:
                 self._clocks.pop(part, None)
             else:
                 self._clock = self._clocks[part] = Clock()
+            if self._tail is not None:
+                self._tail.drop(part)
+        self._share_index_memory()
 
     def pending(self) -> int:
         """How many predictions and early outcomes are waiting."""
@@ -224,26 +270,50 @@ class JoinBuffer:
         Also recovers, per partition, the newest event time the entries show,
         so that an idle timer (see :meth:`advance`) expires what a restarted
         worker restored even if no new record comes. Watermarks stay where
-        they were: nothing expires here.
+        they were: nothing expires here. A store that keeps entries on disk
+        hands them over one at a time instead, between :meth:`clear_index`
+        and :meth:`finish_index` (see :meth:`index_entry`).
         """
-        clocks = self._clocks
-        for clock in clocks.values():
+        self.clear_index()
+        index = self.index_entry
+        for rid, e in self.store.items():
+            index(rid, e)
+        self.finish_index()
+
+    def clear_index(self) -> None:
+        """Empty every partition's expiry index: the first step of :meth:`rebuild_index`."""
+        for clock in self._clocks.values():
             clock.fifo.clear()
             clock.heap.clear()
-        ttl = self.ttl
-        for rid, e in self.store.items():
-            clock = clocks.get(e.partition)
-            if clock is None:
-                clock = clocks[e.partition] = Clock()
-            clock.heap.append((e.deadline, rid))
-            if self.sync_sides:  # which side got how far is not in the entries: resume() says
-                continue
-            # A tombstone of an expiry lives two TTLs past its prediction, the rest one.
-            t = e.deadline - (2 * ttl if e.state == DONE_EXPIRED else ttl)
-            if t > clock.max_time:
-                clock.max_time = t
-        for clock in clocks.values():
+            clock.head.clear()
+            clock.on_tail = 0
+        if self._tail is not None:
+            self._tail.clear()
+
+    def index_entry(self, rid: str, e: Entry) -> None:
+        """Index one entry of the store, between :meth:`clear_index` and :meth:`finish_index`."""
+        clock = self._clocks.get(e.partition)
+        if clock is None:
+            clock = self.clock(e.partition)
+        heap = clock.heap
+        heap.append((e.deadline, rid))  # a heap only once finish_index() is done
+        if self._tail is not None and len(heap) > self._index_cap:
+            self._tail.put(e.partition, heap)
+            clock.on_tail += len(heap)
+            heap.clear()
+        if self.sync_sides:  # which side got how far is not in the entries: resume() says
+            return
+        # A tombstone of an expiry lives two TTLs past its prediction, the rest one.
+        t = e.deadline - (2 * self.ttl if e.state == DONE_EXPIRED else self.ttl)
+        if t > clock.max_time:
+            clock.max_time = t
+
+    def finish_index(self) -> None:
+        """Order what :meth:`index_entry` gathered; the last step of :meth:`rebuild_index`."""
+        for part, clock in self._clocks.items():
             heapq.heapify(clock.heap)
+            if clock.on_tail and not clock.head:
+                self._refill(part, clock)
         self._clock = self.clock(self._part)
 
     def _put(self, rid: str, entry: Entry) -> None:
@@ -251,7 +321,8 @@ class JoinBuffer:
         self.store[rid] = entry
         self._index(entry.deadline, rid)
 
-    def _index(self, deadline: float, rid: str, clock: Clock | None = None) -> None:
+    def _index(self, deadline: float, rid: str, clock: Clock | None = None, part: int = -1) -> None:
+        """Index an entry of ``part`` (the current partition if ``clock`` is None)."""
         item = (deadline, rid)
         if clock is None:
             clock = self._clock
@@ -260,6 +331,60 @@ class JoinBuffer:
             fifo.append(item)
         else:
             heapq.heappush(clock.heap, item)
+
+    def _index_bounded(
+        self, deadline: float, rid: str, clock: Clock | None = None, part: int = -1
+    ) -> None:
+        """:meth:`_index` with a tail: spill what is over the partition's share of memory.
+
+        A method of its own, put in place of :meth:`_index` when there is a
+        tail, so that a buffer without one (replay) pays nothing for it.
+        """
+        item = (deadline, rid)
+        if clock is None:
+            clock, part = self._clock, self._part
+        fifo = clock.fifo
+        if not fifo or item >= fifo[-1]:
+            fifo.append(item)
+        else:
+            heapq.heappush(clock.heap, item)
+        if len(fifo) + len(clock.heap) > self._index_cap:
+            self._spill_index(part, clock)
+
+    def _spill_index(self, part: int, clock: Clock) -> None:
+        """Move index items over the memory bound to the tail: half the bound stays.
+
+        The ones that go are those expiring last: the FIFO's newest (and the
+        whole heap if the FIFO alone is not enough). Every container is
+        changed in place: :meth:`_advance` holds them while it re-indexes.
+        """
+        assert self._tail is not None
+        fifo, heap = clock.fifo, clock.heap
+        over = len(fifo) + len(heap) - self._index_cap // 2
+        moving: list[IndexItem] = []
+        if len(fifo) < over:
+            moving.extend(heap)
+            heap.clear()
+            over -= len(moving)
+        pop = fifo.pop
+        moving.extend([pop() for _ in range(min(over, len(fifo)))])
+        head = clock.head
+        if head and min(moving) < head[-1]:  # keep every item on the tail >= head[-1]
+            moving.extend(head)
+            head.clear()
+        self._tail.put(part, moving)
+        clock.on_tail += len(moving)
+        if not head:
+            self._refill(part, clock)
+
+    def _refill(self, part: int, clock: Clock) -> None:
+        """Take the tail's soonest items of ``part`` back into ``clock.head``."""
+        assert self._tail is not None
+        items = self._tail.take(part, self._tail_chunk)
+        clock.head.extend(items)
+        # Fewer than asked for: the tail has no more of them (it may hold an
+        # item put twice once, so a count can only run ahead).
+        clock.on_tail = clock.on_tail - len(items) if len(items) == self._tail_chunk else 0
 
     def add_prediction(self, p: Prediction) -> list[ModelEvent]:
         """Take a prediction; return the model events it causes."""
@@ -465,7 +590,11 @@ class JoinBuffer:
             clock.max_time = event_time
             watermark = event_time - self.lateness
             heap, fifo = clock.heap, clock.fifo
-            if (fifo and fifo[0][0] < watermark) or (heap and heap[0][0] < watermark):
+            if (
+                (fifo and fifo[0][0] < watermark)
+                or (heap and heap[0][0] < watermark)
+                or (clock.head and clock.head[0][0] < watermark)
+            ):
                 return self._advance(self._part, clock, watermark)
             if watermark > clock.watermark:
                 clock.watermark = watermark
@@ -494,10 +623,19 @@ class JoinBuffer:
         clock.watermark = watermark
         out: list[ModelEvent] = []
         log = self.expiry_log
-        heap, fifo = clock.heap, clock.fifo
+        heap, fifo, head = clock.heap, clock.fifo, clock.head
         store = self.store
         while True:
-            if fifo and fifo[0][0] < watermark and (not heap or fifo[0] <= heap[0]):
+            if (
+                head
+                and head[0][0] < watermark
+                and (not fifo or head[0] < fifo[0])
+                and (not heap or head[0] < heap[0])
+            ):
+                deadline, rid = head.popleft()
+                if not head and clock.on_tail:
+                    self._refill(part, clock)
+            elif fifo and fifo[0][0] < watermark and (not heap or fifo[0] <= heap[0]):
                 deadline, rid = fifo.popleft()
             elif heap and heap[0][0] < watermark:
                 deadline, rid = heapq.heappop(heap)
@@ -514,7 +652,7 @@ class JoinBuffer:
                 )
                 tomb.p_pos, tomb.o_pos, tomb.partition = entry.p_pos, entry.o_pos, part
                 store[rid] = tomb
-                self._index(tomb.deadline, rid, clock)
+                self._index(tomb.deadline, rid, clock, part)
                 out.append(Expired(p, deadline))
             elif entry.state == WAITING_OUTCOME:
                 o = entry.outcome
