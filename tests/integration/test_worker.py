@@ -474,10 +474,27 @@ async def test_pending_joins_beyond_the_memory_bound_wait_on_disk(
 ):
     """With at most 50 join entries in memory, 400 pending predictions wait in
     RocksDB and every outcome still finds its prediction, across a restart too
-    (where the monitors resume from their checkpoint: the counts go on)."""
+    (where the monitors resume from their checkpoint: the counts go on). With
+    8,000 more on one partition, the expiry index keeps its items over its
+    share (4,096 a partition at the least) on disk as well."""
     topics = await make_topics(topic_factory, 2)
     now = time.time()
     small = ["--join-memory-entries", "50"]
+    bulk = 8_000
+
+    def bulk_messages(make: Any, first: int, last: int) -> list[tuple[bytes, Any]]:
+        """Records ``first`` to ``last`` of the bulk, 100 per message, all on one partition."""
+        return [
+            (b"bulk", [make(i) for i in range(start, min(start + 100, last))])
+            for start in range(first, last, 100)
+        ]
+
+    def bulk_prediction(i: int) -> dict[str, Any]:
+        return prediction(f"b-{i}", "disk", True, now, score=0.7)
+
+    def bulk_outcome(i: int) -> dict[str, Any]:
+        return outcome(f"b-{i}", True, now + 1.0)
+
     first = WorkerProcess(kafka_bootstrap, topics, tmp_path, partitions=2, extra_args=small)
     try:
         await first.start()
@@ -494,10 +511,19 @@ async def test_pending_joins_beyond_the_memory_bound_wait_on_disk(
             health = await first.get_json("/healthz")
             assert health["join_entries"] == 400
             assert health["join_entries_in_memory"] <= 150, health  # the bound, plus one batch
+            await producer.send_many(topics.predictions, bulk_messages(bulk_prediction, 0, bulk))
+            await first.wait_models({"disk": {"predictions": 400 + bulk}}, settle=0)
+            health = await first.get_json("/healthz")
+            assert health["join_entries"] == 400 + bulk
+            assert health["join_entries_in_memory"] <= 150, health
+            assert health["join_index_on_disk"] > 0, health
+            # The bulk partition's share and one chunk taken back, plus the other partition's.
+            assert health["join_index_in_memory"] <= 4096 + 1024 + 400, health
             await producer.send_records(
                 topics.outcomes, [outcome(f"d-{i}", True, now + 1.0) for i in range(200)]
             )
-        await first.wait_models({"disk": {"joined": 200}})
+            await producer.send_many(topics.outcomes, bulk_messages(bulk_outcome, 0, bulk // 2))
+        await first.wait_models({"disk": {"joined": 200 + bulk // 2}})
     except BaseException:
         first.print_log()
         raise
@@ -509,12 +535,15 @@ async def test_pending_joins_beyond_the_memory_bound_wait_on_disk(
         ) as second,
         Producer(kafka_bootstrap) as producer,
     ):
+        health = await second.get_json("/healthz")
+        assert health["join_entries_in_memory"] <= 50, health  # restored within the bound
         await producer.send_records(
             topics.outcomes, [outcome(f"d-{i}", True, now + 1.0) for i in range(200, 400)]
         )
-        models = await second.wait_models({"disk": {"joined": 400}})
+        await producer.send_many(topics.outcomes, bulk_messages(bulk_outcome, bulk // 2, bulk))
+        models = await second.wait_models({"disk": {"joined": 400 + bulk}})
     after = models["disk"]
-    assert (after["predictions"], after["joined"], after["duplicates"]) == (400, 400, 0)
+    assert (after["predictions"], after["joined"], after["duplicates"]) == (400 + bulk,) * 2 + (0,)
     assert (after["late"], after["expired"]) == (0, 0)
 
 

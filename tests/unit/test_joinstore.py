@@ -139,6 +139,32 @@ def test_entries_beyond_the_memory_bound_wait_on_disk_and_still_join(tmp_path):
     assert [type(e).__name__ for e in dup] == ["Duplicate"]
 
 
+def test_a_restore_keeps_the_bound_in_memory_and_indexes_every_entry(tmp_path):
+    """What a worker does on assignment: entries are read back one at a time, the
+    bound of them stays in memory, every one is indexed (its index items beyond
+    the bound go to the on-disk tail), and all of them still expire."""
+    from driftline.streaming.indextail import RocksTail
+
+    table = RocksTable(tmp_path / "table")
+    store = ChangelogDict(table, max_in_memory=100)
+    join = JoinBuffer(3600, store=store)
+    for i in range(1000):
+        join.partition = i % 3
+        join.add_prediction(Prediction(f"r{i}", "m", 1, float(i)))
+    end_batch(store)
+    tail = RocksTail(tmp_path / "tail")
+    fresh = ChangelogDict(table, max_in_memory=100)
+    restored = JoinBuffer(3600, store=fresh, index_tail=tail, index_memory=30, tail_chunk=4)
+    restored.clear_index()
+    assert fresh.restore({0, 1, 2}, restored.index_entry) == 1000
+    restored.finish_index()
+    assert fresh.in_memory() == 100 and len(fresh) == 1000
+    memory, on_disk = restored.index_size()
+    assert memory <= 3 * (16 + 4) and memory + on_disk == 1000
+    evs = restored.advance(1e9)
+    assert sorted(e.prediction.request_id for e in evs) == sorted(f"r{i}" for i in range(1000))
+
+
 def test_without_rocksdb_nothing_is_spilled():
     store = ChangelogDict(FakeTable(), max_in_memory=10)
     join = JoinBuffer(3600, store=store)

@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -26,6 +27,7 @@ from driftline.core.monitor import OUTCOME_DELAY_BUCKETS, MonitorSet
 from driftline.core.wire import WireError
 from driftline.streaming.app import WorkerState
 from driftline.streaming.deadletter import dead_letter, reason_code
+from driftline.streaming.joinstore import ChangelogDict
 from driftline.streaming.metrics import (
     INPUT_TIME_HEADER,
     MODEL_STATES,
@@ -55,9 +57,10 @@ class Worker:
     def __init__(self, config: Config, clock: Clock | None = None) -> None:
         self.config = config
         self.clock = clock or Clock()
+        store = ChangelogDict(SimpleNamespace(data={}))
         self.state = WorkerState(
-            join=JoinBuffer(config.label_ttl),
-            store={},  # type: ignore[arg-type]
+            join=JoinBuffer(config.label_ttl, store=store),
+            store=store,
             monitors=MonitorSet(config),
             telemetry=Telemetry(clock=self.clock),
         )
@@ -128,6 +131,16 @@ def test_counts_match_the_models_page():
     assert w.value("driftline_orphan_outcomes_total") == 0
     w.predict("clock2", "other", 1.0, T0 + 3800 + 7300)
     assert w.value("driftline_orphan_outcomes_total") == 1
+
+
+def test_join_memory_is_reported_by_kind():
+    w = Worker(config('label_ttl = "1h"'))
+    for i in range(5):
+        w.predict(f"r{i}", "fraud", True, T0 + i)
+    w.outcome("r0", True, T0 + 9)  # joined: a tombstone, and a second index item
+    assert w.value("driftline_join_store_entries") == 5
+    assert w.value("driftline_join_in_memory", kind="entries") == 5
+    assert w.value("driftline_join_in_memory", kind="index") == 6
 
 
 def test_dead_letters_by_topic_and_reason_code():

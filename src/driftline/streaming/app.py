@@ -25,6 +25,7 @@ import gc
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -41,6 +42,7 @@ from driftline.core.wire import Tag, WireError, decode_tagged, encode_tagged
 from driftline.streaming.checkpoints import read_checkpoints
 from driftline.streaming.deadletter import DeadLetter, dead_letter, refused_predictions
 from driftline.streaming.fetchwait import shorten_fetch_wait
+from driftline.streaming.indextail import RocksTail
 from driftline.streaming.joinstore import (
     CHANGELOG_MAX_BYTES,
     ChangelogDict,
@@ -294,8 +296,23 @@ def make_app(
         max_request_size=CHECKPOINT_MAX_BYTES + (1 << 20),
         **aiokafka_auth(config.security),
     )
+    # With entries on disk beyond the bound, the expiry index keeps its items
+    # beyond the same bound on disk too (with the memory store, everything
+    # is in memory anyway).
+    tail = (
+        RocksTail(Path(app.conf.tabledir) / "driftline-expiry-index")
+        if store.max_in_memory is not None
+        else None
+    )
     state = WorkerState(
-        join=JoinBuffer(config.label_ttl, lateness=config.lateness, store=store, sync_sides=True),
+        join=JoinBuffer(
+            config.label_ttl,
+            lateness=config.lateness,
+            store=store,
+            sync_sides=True,
+            index_tail=tail,
+            index_memory=ws.join_memory_entries,
+        ),
         store=store,
         monitors=MonitorSet(config, keep_refused=True),
     )
@@ -693,8 +710,12 @@ def make_app(
         state.join_offsets.keep(lambda tp: tp.partition in assigned)
         mine = monitor_partitions_assigned()
         state.monitor_offsets.keep(lambda tp: tp.partition in mine)
-        n = state.store.restore(assigned)
-        state.join.rebuild_index()
+        # Entries are indexed as they are read back, and only the bound of
+        # them stays in memory: a restore of a million pending predictions
+        # never holds them all.
+        state.join.clear_index()
+        n = state.store.restore(assigned, state.join.index_entry)
+        state.join.finish_index()
         await resume_join(assigned - state.join_partitions)
         state.join_partitions = assigned
         forget_moved_models()
@@ -801,8 +822,7 @@ def make_app(
         }
         if parts:
             state.store.drop_partitions(parts)
-            state.join.forget_partitions(parts)
-            state.join.rebuild_index()
+            state.join.forget_partitions(parts)  # their clocks, and their expiry index
             for tp in [tp for tp in state.last_read if tp.partition in parts]:
                 del state.last_read[tp]
 
@@ -810,18 +830,24 @@ def make_app(
     async def stop_writer(app_: Any, **_: Any) -> None:
         await writer.stop()
         await sender.stop()
+        if tail is not None:
+            tail.close()
 
     install_metrics(app, state, config)  # /metrics
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
         store = state.store
+        index = state.join.index_size()
         return web.json(
             {
                 "status": "ok" if state.ready else "starting",
                 # Join entries, and how many of them are in memory (the rest wait in RocksDB).
                 "join_entries": len(store),
                 "join_entries_in_memory": store.in_memory(),
+                # The expiry index of those entries: items in memory and on disk.
+                "join_index_in_memory": index[0],
+                "join_index_on_disk": index[1],
             }
         )
 

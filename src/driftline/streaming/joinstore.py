@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
@@ -224,9 +224,10 @@ class ChangelogDict(dict[str, Entry]):
     dict: after each :meth:`take` (when every entry is on disk) the oldest
     requests beyond that are dropped from memory ("spilled"), and a later
     :meth:`get` of one reads it back from RocksDB. So a million predictions
-    waiting for their outcomes cost disk, not memory (only the expiry
-    index keeps a (deadline, id) pair per entry). Until something spills,
-    a read costs one dict look-up as before.
+    waiting for their outcomes cost disk, not memory (the join's expiry
+    index keeps its own items over the bound on disk too: see
+    ``streaming/indextail.py``). Until something spills, a read costs one
+    dict look-up as before.
     """
 
     def __init__(self, table: Any, max_in_memory: int | None = None) -> None:
@@ -325,16 +326,27 @@ class ChangelogDict(dict[str, Entry]):
         if self.max_in_memory is not None and dict.__len__(self) > self.max_in_memory:
             self.spill()
 
-    def restore(self, partitions: set[int]) -> int:
-        """Reload from the table's store, keeping only ``partitions``; return the count."""
+    def restore(
+        self, partitions: set[int], on_entry: Callable[[str, Entry], None] | None = None
+    ) -> int:
+        """Reload from the table's store, keeping only ``partitions``; return the count.
+
+        One entry at a time: each is handed to ``on_entry`` (the join's
+        :meth:`~driftline.core.join.JoinBuffer.index_entry`) and, up to
+        ``max_in_memory``, kept in memory; the rest stay on disk only, as
+        if spilled. So restoring a million pending predictions does not
+        hold them in memory at once.
+        """
         self.clear()
         self._dirty = {}
         self.spilled = {}
         self.watermarks = {}
         self.outboxes = {}
         put = super().__setitem__
+        cap = self.max_in_memory
+        spilled = self.spilled
         stale = []
-        for k, raw in list(self.table.data.items()):
+        for k, raw in self.table.data.items():
             if raw is None:
                 continue
             kb = k if isinstance(k, bytes) else str(k).encode()
@@ -350,16 +362,19 @@ class ChangelogDict(dict[str, Entry]):
                         self.outboxes[partition] = bytes(raw)
                 continue
             entry = decode_entry(raw)
-            key = k.decode() if isinstance(k, bytes) else str(k)
-            if entry.partition in partitions:
+            if entry.partition not in partitions:
+                stale.append(k)
+                continue
+            key = kb.decode()
+            if on_entry is not None:
+                on_entry(key, entry)
+            if cap is None or dict.__len__(self) < cap:
                 put(key, entry)
             else:
-                stale.append(k)
+                spilled[entry.partition] = spilled.get(entry.partition, 0) + 1
         if not self.local.rocksdb:  # RocksDB files of other partitions are not open here
             for k in stale:
                 self.table.data.pop(k, None)
-        # Everything is in memory now, for the expiry index to be rebuilt;
-        # the next take() spills what is over the bound.
         return len(self)
 
     def drop_partitions(self, partitions: set[int]) -> int:

@@ -375,6 +375,12 @@ class WorkerCollector:
             "Entries of the join store: waiting predictions and outcomes, and tombstones"
             " remembered to spot retries.",
         )
+        fams["in_memory"] = GaugeMetricFamily(
+            "driftline_join_in_memory",
+            "What the join holds in memory, by kind: store entries, and expiry-index items"
+            " (stale ones included). Beyond --join-memory-entries the rest waits on disk.",
+            labels=["kind"],
+        )
         fams["ready"] = GaugeMetricFamily(
             "driftline_worker_ready", "1 once the worker has restored its join state."
         )
@@ -457,6 +463,8 @@ class WorkerCollector:
         for label in ("model", "version"):
             fams["overflow"].add_metric([label], self.limiter.folded[label])
         fams["pending"].add_metric([], len(state.store))
+        fams["in_memory"].add_metric(["entries"], state.store.in_memory())
+        fams["in_memory"].add_metric(["index"], state.join.index_size()[0])
         fams["ready"].add_metric([], 1 if state.ready else 0)
         return list(fams.values())
 
