@@ -16,7 +16,9 @@ default day, so a 10-minute soak reaches its steady state within the 2-minute
 warm-up.
 
 ``--pending 200000 1000000`` measures something else: predictions only,
-no outcome, a 7-day TTL, and the worker's RSS once each count is pending.
+no outcome, a 7-day TTL, and the worker's RSS once each count is pending;
+then a new worker restores them all from the changelog (``--no-restore``
+skips that).
 
 Usage::
 
@@ -54,6 +56,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="instead of a soak: RSS with N predictions waiting for outcomes, for each N",
     )
+    parser.add_argument(
+        "--no-restore",
+        action="store_true",
+        help="with --pending: skip the new worker that restores them all at the end",
+    )
     args = parser.parse_args(argv)
 
     from driftline.bench.soak import pending_report, run_pending, run_soak, soak_report
@@ -67,7 +74,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.pending:
             pending = asyncio.run(
-                run_pending(bootstrap, counts=args.pending, partitions=args.partitions, echo=echo)
+                run_pending(
+                    bootstrap,
+                    counts=args.pending,
+                    partitions=args.partitions,
+                    restart=not args.no_restore,
+                    echo=echo,
+                )
             )
             print(pending_report(pending))
             return 0

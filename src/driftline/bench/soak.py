@@ -390,6 +390,10 @@ class PendingResult:
     steps: list[tuple[int, int]]  # (pending predictions, RSS bytes)
     features: int
     models: int
+    # After the last step, a new worker process takes the partitions over
+    # (restored from the changelog): its RSS once ready, and how long that took.
+    restart: tuple[int, float] | None = None
+    index: list[tuple[int, int]] = field(default_factory=list)  # per step: in memory, on disk
 
     def per_pending(self, i: int) -> float:
         """Bytes of RSS per pending prediction at step ``i``, counted from the idle worker."""
@@ -407,13 +411,17 @@ async def run_pending(
     partitions: int = 4,
     label_ttl: str = "7d",
     timeout: float = 900.0,
+    restart: bool = True,
     echo: Echo = print,
 ) -> PendingResult:
     """Send predictions only, up to each of ``counts`` in turn; read the worker's RSS at each.
 
     The records are the bench's (:class:`~driftline.bench.produce.PairFactory`),
     ``batch`` per message so the run is quick; the TTL is long, so none
-    expires and every one is a pending join.
+    expires and every one is a pending join. With ``restart``, the worker is
+    then replaced by a new process with an empty data directory, which
+    restores every pending prediction from the changelog: its RSS once
+    ready is the restore's.
     """
     prefix = f"dlpending-{uuid.uuid4().hex[:8]}-"
     worker = WorkerProcess(bootstrap, prefix, partitions=partitions)
@@ -421,6 +429,8 @@ async def run_pending(
     factory = PairFactory(models=models, features=features, seed=7, id_prefix=prefix)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **PRODUCER_OPTIONS)
     steps: list[tuple[int, int]] = []
+    index: list[tuple[int, int]] = []
+    restarted: tuple[int, float] | None = None
     try:
         await worker.create_topics()
         await worker.start()
@@ -448,9 +458,24 @@ async def run_pending(
             await asyncio.sleep(3.0)  # let the changelog writes and RocksDB settle
             rss = _rss(worker.pid)
             steps.append((target, rss))
+            health = await worker.health()
+            index.append((health["join_index_in_memory"], health["join_index_on_disk"]))
             echo(
                 f"pending: {target:,} predictions waiting, RSS {rss / 2**20:.1f} MiB"
-                f" ({(rss - idle) / target:,.0f} bytes per pending prediction over idle)"
+                f" ({(rss - idle) / target:,.0f} bytes per pending prediction over idle);"
+                f" in memory {health['join_entries_in_memory']:,} entries and"
+                f" {index[-1][0]:,} index items, {index[-1][1]:,} index items on disk"
+            )
+        if restart:
+            await worker.stop()
+            await worker.start()  # a new data directory: everything from the changelog
+            ready = await worker.wait_ready(timeout=timeout) - worker.spawned
+            await asyncio.sleep(3.0)
+            restarted = (_rss(worker.pid), ready)
+            health = await worker.health()
+            echo(
+                f"pending: a new worker restored {health['join_entries']:,} entries in"
+                f" {ready:.1f} s, RSS {restarted[0] / 2**20:.1f} MiB"
             )
     finally:
         with contextlib.suppress(Exception):
@@ -458,7 +483,14 @@ async def run_pending(
         await worker.stop()
         with contextlib.suppress(Exception):
             await delete_topics_with_prefix(bootstrap, prefix)
-    return PendingResult(idle_rss=idle, steps=steps, features=features, models=models)
+    return PendingResult(
+        idle_rss=idle,
+        steps=steps,
+        features=features,
+        models=models,
+        restart=restarted,
+        index=index,
+    )
 
 
 def pending_report(result: PendingResult) -> str:
@@ -468,11 +500,21 @@ def pending_report(result: PendingResult) -> str:
         f"{'pending':>10} {'RSS MiB':>9} {'bytes/pending':>14}",
     ]
     for i, (pending, rss) in enumerate(result.steps):
-        lines.append(f"{pending:10,} {rss / 2**20:9.1f} {result.per_pending(i):14,.0f}")
+        line = f"{pending:10,} {rss / 2**20:9.1f} {result.per_pending(i):14,.0f}"
+        if i < len(result.index):
+            memory, on_disk = result.index[i]
+            line += f"   index items: {memory:,} in memory, {on_disk:,} on disk"
+        lines.append(line)
     if len(result.steps) >= 2:
         (p0, r0), (p1, r1) = result.steps[0], result.steps[-1]
         lines.append(
             f"marginal: {(r1 - r0) / (p1 - p0):,.0f} bytes per pending prediction"
             f" from {p0:,} to {p1:,}"
+        )
+    if result.restart is not None:
+        rss, ready = result.restart
+        lines.append(
+            f"restore: a new worker ready in {ready:.1f} s with {result.steps[-1][0]:,} pending,"
+            f" RSS {rss / 2**20:.1f} MiB"
         )
     return "\n".join(lines)

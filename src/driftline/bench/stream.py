@@ -537,6 +537,11 @@ class WorkerProcess:
                 )
             await asyncio.sleep(0.05)
 
+    async def health(self) -> dict[str, Any]:
+        """``/healthz`` of the worker."""
+        self._check_alive()
+        return await self._get("/healthz")
+
     async def models(self) -> list[dict[str, Any]]:
         """``/models`` of the worker; :class:`WorkerFailed` if it is gone or crashed."""
         import aiohttp
