@@ -98,6 +98,11 @@ class RocksTable:
         self._dbs = {}
         self._options = rocksdict.Options(raw_mode=True)
         self.data = self  # the store is the table's .data
+        self.persisted = {}  # partition -> persisted offset
+        self.changelog_topic = self
+
+    def get_topic_name(self):
+        return "t-driftline-join-changelog"
 
     def _db_for_partition(self, partition):
         import rocksdict
@@ -109,7 +114,7 @@ class RocksTable:
         return self._dbs[partition]
 
     def set_persisted_offset(self, tp, offset):
-        pass
+        self.persisted[tp.partition] = offset
 
     def items(self):
         for db in self._dbs.values():
@@ -223,3 +228,27 @@ def test_a_partition_without_event_time_yet_restores_without_a_watermark():
     store.stored(changes)
     store.restore({0, 1})
     assert store.watermarks == {1: 7.0}
+
+
+def test_rocksdb_gets_no_outbox_and_its_persisted_offset_stays_below_the_latest_one(tmp_path):
+    # The outbox is read back from the changelog at a restart: Faust reads
+    # from the persisted offset on, so that offset must never pass it.
+    table = RocksTable(tmp_path)
+    store = ChangelogDict(table)
+    join = JoinBuffer(60, store=store)
+    join.partition = 1
+    join.add_prediction(Prediction("r1", "m", 1, 0.0))
+    changes = store.take()
+    for key, change in (watermark_change(1, 1.0), outbox_change(1, encode_outbox([]))):
+        changes[key] = change
+    store.stored(changes, {1: 12}, outboxes={1})  # offsets 10, 11, 12: entry, watermark, outbox
+    assert table.persisted == {1: 11}
+    assert store.restore({1}) == 1
+    assert store.watermarks == {1: 1.0} and store.outboxes == {}  # not on disk
+    # A later write to the partition without an outbox: still below the outbox.
+    join.add_outcome(Outcome("r1", 1, 1.0))
+    store.stored(store.take(), {1: 13})
+    assert table.persisted == {1: 11}
+    # With a newer outbox, below that one.
+    store.stored(dict([outbox_change(1, encode_outbox([]))]), {1: 20}, outboxes={1})
+    assert table.persisted == {1: 19}

@@ -388,8 +388,8 @@ def make_app(
             key, change = outbox_change(part, encode_outbox(by_partition.get(part, [])))
             changes[key] = change
         offsets = await writer.write(changes)
-        store.stored(changes)
-        store.local.persisted(offsets)
+        # Each partition's outbox is its last record written (just above).
+        store.stored(changes, offsets, outboxes=partitions | by_partition.keys())
         if by_partition:
             messages = [(k, v, None) for box in by_partition.values() for k, v in box]
             await sender.deliver(model_events_name, messages, headers)
