@@ -174,6 +174,60 @@ def refused_models(value: bytes | None, errors: list[RecordError]) -> list[tuple
     return found
 
 
+class Outgoing:
+    """A batch's model events and their tags, grouped as they are sent.
+
+    One group per (input partition, model): the events that go in that
+    partition's outbox in messages keyed by that model. The join adds each
+    event to its group as it goes, rather than collecting one flat list that
+    the commit then regroups (a second pass over every event, ~1 µs per
+    pair). Groups keep the order in which they first appeared, and events
+    their order within a group, so the messages are the same, in the same
+    order, as those of the flat list regrouped.
+    """
+
+    __slots__ = ("by_partition", "order")
+
+    def __init__(self) -> None:
+        # input partition -> model id -> (events, tags)
+        self.by_partition: dict[int, dict[str, tuple[list[ModelEvent], list[Tag]]]] = {}
+        self.order: list[tuple[int, str]] = []  # (partition, model) in order of appearance
+
+    def __bool__(self) -> bool:
+        return bool(self.order)
+
+    def models(self, partition: int) -> dict[str, tuple[list[ModelEvent], list[Tag]]]:
+        """The groups of ``partition`` by model id (for the join's inlined common case)."""
+        models = self.by_partition.get(partition)
+        if models is None:
+            models = self.by_partition[partition] = {}
+        return models
+
+    def group(self, partition: int, model: str) -> tuple[list[ModelEvent], list[Tag]]:
+        """The (events, tags) lists of ``partition`` and ``model``, new if need be."""
+        models = self.models(partition)
+        group = models.get(model)
+        if group is None:
+            group = models[model] = ([], [])
+            self.order.append((partition, model))
+        return group
+
+    def extend(self, events: list[ModelEvent], tags: list[Tag]) -> None:
+        """Add ``events``, each to the group of its tag's partition and of its model."""
+        for ev, tag in zip(events, tags, strict=True):
+            part = int(tag[0][1:])  # "p3", "o3", "x3" -> 3
+            with_prediction = type(ev) in WITH_PREDICTION
+            model = ev.prediction.model_id if with_prediction else ev.model_id or ""  # type: ignore[union-attr]
+            group = self.group(part, model)
+            group[0].append(ev)
+            group[1].append(tag)
+
+    def groups(self) -> list[tuple[int, str, list[ModelEvent], list[Tag]]]:
+        """``(partition, model, events, tags)`` of every group, in order of appearance."""
+        by_partition = self.by_partition
+        return [(p, m, *by_partition[p][m]) for p, m in self.order]
+
+
 # RocksDB settings of the join table, per partition. Faust's defaults (a 64
 # MiB write buffer, up to 3 of them, a 2 GiB block cache) suit a table that is
 # read from disk; the join only writes there (reads come from memory) and
@@ -340,8 +394,7 @@ def make_app(
         await dead_topic.send(key=dl.key, value=dl.value, headers=dl.headers)
 
     async def commit_batch(
-        out: list[ModelEvent],
-        tags: list[Tag],
+        outgoing: Outgoing,
         partitions: set[int],
         headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
@@ -360,24 +413,8 @@ def make_app(
         changes = store.take()
         # One message group per (input partition, model): encoded once, for the
         # outbox of that partition and for sending.
-        groups: dict[tuple[int, str], tuple[list[ModelEvent], list[Tag]]] = {}
-        partition_of: dict[str, int] = {}  # "p3", "o3", "x3" -> 3
-        for ev, tag in zip(out, tags, strict=True):
-            src = tag[0]
-            part = partition_of.get(src)
-            if part is None:
-                part = partition_of[src] = int(src[1:])
-            if type(ev) in WITH_PREDICTION:
-                gkey = (part, ev.prediction.model_id)  # type: ignore[union-attr]
-            else:
-                gkey = (part, ev.model_id or "")  # type: ignore[union-attr]
-            group = groups.get(gkey)
-            if group is None:
-                group = groups[gkey] = ([], [])
-            group[0].append(ev)
-            group[1].append(tag)
         by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
-        for (part, model), (evs, tgs) in groups.items():
+        for part, model, evs, tgs in outgoing.groups():
             key = model.encode()
             box = by_partition.setdefault(part, [])
             for value in encode_tagged(evs, tgs):  # each under the broker's message size limit
@@ -413,8 +450,7 @@ def make_app(
         read_next = guard.next
         async for events in stream.take_events(ws.batch_size, within=ws.batch_within):
             async with join_lock:
-                out: list[ModelEvent] = []
-                tags: list[Tag] = []
+                outgoing = Outgoing()
                 partitions: set[int] = set()
                 tps: set[TP] = set()
                 first = 0  # the chunk's first event
@@ -444,6 +480,7 @@ def make_app(
                     bad = {e.index for e in errors} if errors else NO_INDEXES
                     base = position(msg.offset, 0, msg.partition)
                     index = 0
+                    models = outgoing.models(msg.partition)
                     for rec in records:
                         while index in bad:  # positions count the refused records too
                             index += 1
@@ -451,10 +488,21 @@ def make_app(
                         index += 1
                         evs = add(rec)
                         if len(evs) == 1 and not xlog:  # the common case, inlined
-                            out.append(evs[0])
-                            tags.append([src, pos, 0])
+                            ev = evs[0]
+                            if type(ev) in WITH_PREDICTION:
+                                model = ev.prediction.model_id  # type: ignore[union-attr]
+                            else:
+                                model = ev.model_id or ""  # type: ignore[union-attr]
+                            group = models.get(model)
+                            if group is None:
+                                group = outgoing.group(msg.partition, model)
+                            group[0].append(ev)
+                            group[1].append([src, pos, 0])
                         elif evs:
-                            tag_events(evs, [src, pos, 0], xlog, out, tags)
+                            more: list[ModelEvent] = []
+                            more_tags: list[Tag] = []
+                            tag_events(evs, [src, pos, 0], xlog, more, more_tags)
+                            outgoing.extend(more, more_tags)
                     if errors:
                         dl = dead_letter(
                             value=msg.value,
@@ -467,23 +515,24 @@ def make_app(
                         await send_dead(dl, msg.topic)
                         # After the message's records, in order: positions past theirs.
                         n = len(records) + len(errors)
-                        for k, (model, version) in enumerate(refused_models(msg.value, errors)):
-                            out.append(Rejected(model, version, msg.timestamp or 0.0))
+                        for k, (model_id, version) in enumerate(refused_models(msg.value, errors)):
                             at = position(msg.offset, min(n + k, 0xFFFF), msg.partition)
-                            tags.append([src, at, 0])
+                            outgoing.extend(
+                                [Rejected(model_id, version, msg.timestamp or 0.0)], [[src, at, 0]]
+                            )
                     if size >= ws.chunk_bytes and i + 1 < len(events):
                         # A large batch is committed in chunks, so that each
                         # partition's changelog write stays one record batch.
                         j.position = -1
                         chunk = events[first : i + 1]
-                        await commit_batch(out, tags, partitions, input_time_headers(chunk))
-                        out, tags, partitions, first, size = [], [], set(), i + 1, 0
+                        await commit_batch(outgoing, partitions, input_time_headers(chunk))
+                        outgoing, partitions, first, size = Outgoing(), set(), i + 1, 0
                 j.position = -1
                 now = time.time()
                 for tp in tps:
                     state.last_read[tp] = now
                 chunk = events[first:]
-                await commit_batch(out, tags, partitions, input_time_headers(chunk))
+                await commit_batch(outgoing, partitions, input_time_headers(chunk))
 
     def quiet_since(tp: TP, now: float) -> float | None:
         """When the join last read input topic partition ``tp``, if it has read all of it.
@@ -541,8 +590,7 @@ def make_app(
             newest = max((max(c.sides) for _, c in clocks if c is not None), default=float("-inf"))
             if newest == float("-inf"):
                 return
-            out: list[ModelEvent] = []
-            tags: list[Tag] = []
+            outgoing = Outgoing()
             for part, clock in clocks:
                 if clock is None:
                     continue
@@ -564,9 +612,12 @@ def make_app(
                 else:
                     continue
                 if due:
+                    out: list[ModelEvent] = []
+                    tags: list[Tag] = []
                     tag_events(due, [], j.expiry_log, out, tags)
-            if out:
-                await commit_batch(out, tags, set())
+                    outgoing.extend(out, tags)
+            if outgoing:
+                await commit_batch(outgoing, set())
 
     # The monitor stage acknowledges a model-events message only once a
     # checkpoint covers it, so the committed offset never passes what a
