@@ -487,8 +487,17 @@ def make_app(
                         j.position = pos = base | (index << 16)
                         index += 1
                         evs = add(rec)
-                        if len(evs) == 1 and not xlog:  # the common case, inlined
-                            ev = evs[0]
+                        if not evs:
+                            continue
+                        if xlog:  # expiries too, tagged by the entries that expired
+                            more: list[ModelEvent] = []
+                            more_tags: list[Tag] = []
+                            tag_events(evs, [src, pos, 0], xlog, more, more_tags)
+                            outgoing.extend(more, more_tags)
+                            continue
+                        # The common case, inlined: the record's own events, numbered
+                        # as tag_events numbers them (one, or a prediction and its join).
+                        for k, ev in enumerate(evs):
                             if type(ev) in WITH_PREDICTION:
                                 model = ev.prediction.model_id  # type: ignore[union-attr]
                             else:
@@ -497,12 +506,7 @@ def make_app(
                             if group is None:
                                 group = outgoing.group(msg.partition, model)
                             group[0].append(ev)
-                            group[1].append([src, pos, 0])
-                        elif evs:
-                            more: list[ModelEvent] = []
-                            more_tags: list[Tag] = []
-                            tag_events(evs, [src, pos, 0], xlog, more, more_tags)
-                            outgoing.extend(more, more_tags)
+                            group[1].append([src, pos, k])
                     if errors:
                         dl = dead_letter(
                             value=msg.value,
