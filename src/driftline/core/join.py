@@ -425,16 +425,30 @@ class JoinBuffer:
             assert o is not None
             out = [PredictionSeen(p), *self._expire_late(rid, p, o, pos, entry.o_pos)]
         elif entry.state == WAITING_OUTCOME:
+            # Inlined (no _put, no max()): in a backlog the outcomes' topic is
+            # often read ahead, and then this runs once per joined pair.
             o = entry.outcome
             assert o is not None
-            done = max(p.event_time, o.event_time) + self.ttl
-            tomb = Entry(DONE_JOINED, done, None, None, p.model_id, p.model_version)
-            tomb.p_pos, tomb.o_pos = pos, entry.o_pos
-            self._put(rid, tomb)
+            pt, ot = p.event_time, o.event_time
+            done = (ot if ot > pt else pt) + self.ttl
+            store[rid] = Entry(
+                DONE_JOINED,
+                done,
+                None,
+                None,
+                p.model_id,
+                p.model_version,
+                0,
+                self._part,
+                pos,
+                entry.o_pos,
+            )
+            self._index(done, rid)
             out = [PredictionSeen(p), Joined(p, o)]
-            # Retried early outcomes are only attributable to a model now.
-            dup = Duplicate(p.model_id, p.model_version, "outcome", o.event_time)
-            out.extend([dup] * entry.extra_outcomes)
+            if entry.extra_outcomes:
+                # Retried early outcomes are only attributable to a model now.
+                dup = Duplicate(p.model_id, p.model_version, "outcome", ot)
+                out.extend([dup] * entry.extra_outcomes)
         else:
             out = [Duplicate(p.model_id, p.model_version, "prediction", p.event_time)]
             if pos >= 0:  # remember it, so that reading it again does not count it again
@@ -465,8 +479,11 @@ class JoinBuffer:
             deadline = o.event_time + self.ttl
             if deadline < self._clock.watermark:  # event time is past its wait already
                 out = [OrphanOutcome(o.model_id, deadline)]
-            else:
-                self._put(rid, Entry(WAITING_OUTCOME, deadline, outcome=o, o_pos=pos))
+            else:  # inlined _put: once per outcome read before its prediction
+                store[rid] = Entry(
+                    WAITING_OUTCOME, deadline, None, o, None, None, 0, self._part, -1, pos
+                )
+                self._index(deadline, rid)
                 out = []
         elif pos >= 0 and entry.o_pos >= pos and not (entry.o_pos ^ pos) & 0xFFFF:
             out = []  # read again after a restart: the entry already holds it
