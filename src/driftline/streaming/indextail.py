@@ -24,7 +24,9 @@ from typing import Any
 from driftline.core.indextail import IndexItem
 
 _DOUBLE = struct.Struct(">d")
+_BITS = struct.Struct(">Q")
 _PARTITION = struct.Struct(">I")  # a Kafka partition number is an int32
+_HEAD = struct.Struct(">IQ")  # partition, then the deadline's ordered bits
 _SIGN = 1 << 63
 _ALL_BITS = (1 << 64) - 1
 
@@ -37,11 +39,11 @@ def sort_key(partition: int, deadline: float, rid: str) -> bytes:
     >>> sort_key(1, 3.0, "a") < sort_key(1, 3.0, "b") < sort_key(2, -1e300, "")
     True
     """
-    bits = int.from_bytes(_DOUBLE.pack(deadline), "big")
+    bits = _BITS.unpack(_DOUBLE.pack(deadline))[0]
     # IEEE 754 in byte order: flip the sign bit of positive numbers, every bit
     # of negative ones, and the order of the bytes is the order of the numbers.
     bits = bits ^ _ALL_BITS if bits & _SIGN else bits | _SIGN
-    return _PARTITION.pack(partition) + bits.to_bytes(8, "big") + rid.encode()
+    return _HEAD.pack(partition, bits) + rid.encode()
 
 
 def from_key(key: bytes) -> IndexItem:
@@ -50,9 +52,9 @@ def from_key(key: bytes) -> IndexItem:
     >>> from_key(sort_key(7, -0.25, "r-9"))
     (-0.25, 'r-9')
     """
-    bits = int.from_bytes(key[4:12], "big")
+    bits = _BITS.unpack_from(key, 4)[0]
     bits = bits ^ _SIGN if bits & _SIGN else bits ^ _ALL_BITS
-    return _DOUBLE.unpack(bits.to_bytes(8, "big"))[0], key[12:].decode()
+    return _DOUBLE.unpack(_BITS.pack(bits))[0], key[12:].decode()
 
 
 class RocksTail:
@@ -96,9 +98,10 @@ class RocksTail:
 
         db = self._db or self._open()
         batch = rocksdict.WriteBatch(raw_mode=True)
+        put = batch.put
         n = 0
         for deadline, rid in items:
-            batch.put(sort_key(partition, deadline, rid), b"")
+            put(sort_key(partition, deadline, rid), b"")
             n += 1
         if n:
             db.write(batch, self._write)
