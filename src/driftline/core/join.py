@@ -87,9 +87,8 @@ class Clock:
     those queue in a FIFO (O(1) each way), the rest in a heap; expiry pops
     the smaller head of the three sources, which is the order one heap
     would give. The third is the tail (an ``IndexTail``), where items over
-    the memory bound wait: ``on_tail`` of them, the soonest of which are in
-    ``head`` (a chunk taken back, in order; every item still on the tail is
-    at least ``head[-1]``).
+    the memory bound wait, the soonest of them in ``head`` (a chunk taken
+    back, in order; every item still on the tail is at least ``head[-1]``).
     """
 
     watermark: float = float("-inf")
@@ -98,7 +97,6 @@ class Clock:
     fifo: deque[IndexItem] = field(default_factory=deque)
     heap: list[IndexItem] = field(default_factory=list)
     head: deque[IndexItem] = field(default_factory=deque)
-    on_tail: int = 0
 
 
 @dataclass(slots=True)
@@ -221,9 +219,10 @@ class JoinBuffer:
     def index_size(self) -> tuple[int, int]:
         """Expiry-index items held (in memory, on the tail), stale ones included."""
         memory = tail = 0
-        for clock in self._clocks.values():
+        for part, clock in self._clocks.items():
             memory += len(clock.fifo) + len(clock.heap) + len(clock.head)
-            tail += clock.on_tail
+            if self._tail is not None:
+                tail += self._tail.count(part)
         return memory, tail
 
     @property
@@ -286,7 +285,6 @@ class JoinBuffer:
             clock.fifo.clear()
             clock.heap.clear()
             clock.head.clear()
-            clock.on_tail = 0
         if self._tail is not None:
             self._tail.clear()
 
@@ -299,7 +297,6 @@ class JoinBuffer:
         heap.append((e.deadline, rid))  # a heap only once finish_index() is done
         if self._tail is not None and len(heap) > self._index_cap:
             self._tail.put(e.partition, heap)
-            clock.on_tail += len(heap)
             heap.clear()
         if self.sync_sides:  # which side got how far is not in the entries: resume() says
             return
@@ -312,7 +309,7 @@ class JoinBuffer:
         """Order what :meth:`index_entry` gathered; the last step of :meth:`rebuild_index`."""
         for part, clock in self._clocks.items():
             heapq.heapify(clock.heap)
-            if clock.on_tail and not clock.head:
+            if not clock.head:
                 self._refill(part, clock)
         self._clock = self.clock(self._part)
 
@@ -373,18 +370,14 @@ class JoinBuffer:
             moving.extend(head)
             head.clear()
         self._tail.put(part, moving)
-        clock.on_tail += len(moving)
         if not head:
             self._refill(part, clock)
 
     def _refill(self, part: int, clock: Clock) -> None:
         """Take the tail's soonest items of ``part`` back into ``clock.head``."""
-        assert self._tail is not None
-        items = self._tail.take(part, self._tail_chunk)
-        clock.head.extend(items)
-        # Fewer than asked for: the tail has no more of them (it may hold an
-        # item put twice once, so a count can only run ahead).
-        clock.on_tail = clock.on_tail - len(items) if len(items) == self._tail_chunk else 0
+        tail = self._tail
+        if tail is not None and tail.count(part):
+            clock.head.extend(tail.take(part, self._tail_chunk))
 
     def add_prediction(self, p: Prediction) -> list[ModelEvent]:
         """Take a prediction; return the model events it causes."""
@@ -650,7 +643,7 @@ class JoinBuffer:
                 and (not heap or head[0] < heap[0])
             ):
                 deadline, rid = head.popleft()
-                if not head and clock.on_tail:
+                if not head:
                     self._refill(part, clock)
             elif fifo and fifo[0][0] < watermark and (not heap or fifo[0] <= heap[0]):
                 deadline, rid = fifo.popleft()
